@@ -1,0 +1,69 @@
+"""Defaults of DifferNet on VisA. Every value reproduces ../shared/SPEC.md.
+
+Override without editing: `python main.py [preset.py] [--name=value ...]`
+(values are Python literals). Derived values (feature count, test batch size)
+are computed in utils.resolve_config after the overrides. No imports here, so
+importing this file has no side effects.
+"""
+
+# data
+dataset_path = "data/visa"          # folder holding one sub-folder per class (prepare_visa.py writes it)
+class_names = ["candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1",
+               "macaroni2", "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum"]  # classes trained, one model each
+img_size = 448                      # side of the square the images are resized to, pixels
+num_workers = 2                     # processes decoding images while the cache is built (0 = in this process)
+skip_bad_images = False             # True: a corrupt image is skipped with a warning; False: it stops the run
+make_demo_data = False              # True: write the synthetic demo classes into dataset_path when missing
+
+# transformations (paper section 3.2)
+n_transforms = 4                    # random rotations of each training image per batch
+n_transforms_test = 64              # rotations of each test image, scores averaged
+test_rotations = "random"           # 'random': seeded random angles as in the paper; 'fixed': i*360/n
+transf_rotations = True             # rotate by a random angle in [-180, 180] degrees
+transf_brightness = 0.0             # colour jitter strength, 0 = off
+transf_contrast = 0.0               # colour jitter strength, 0 = off
+transf_saturation = 0.0             # colour jitter strength, 0 = off
+
+# feature extractor
+pretrained = True                   # ImageNet AlexNet weights; False = random weights (pipeline check only)
+weights_path = ""                   # AlexNet state_dict file; "" = torchvision's download and cache
+n_scales = 3                        # image sizes fed to AlexNet: img_size, img_size/2, ...
+
+# normalizing flow (paper section 3.3)
+n_coupling_blocks = 8               # permutation + affine coupling blocks
+fc_internal = 2048                  # width of the subnetworks' hidden layers
+dropout = 0.0                       # dropout inside the subnetworks
+clamp_alpha = 3.0                   # soft clamp of the log-scale, paper eq. 2
+
+# training
+lr_init = 2e-4                      # Adam learning rate, constant
+adam_betas = (0.8, 0.8)             # Adam betas
+adam_eps = 1e-4                     # Adam epsilon
+weight_decay = 1e-5                 # Adam weight decay
+batch_size = 24                     # images per step (each seen n_transforms times)
+meta_epochs = 24                    # evaluations; the test set is scored after each
+sub_epochs = 8                      # training epochs per meta epoch
+seed = 0                            # seeds every random draw of a class; never the clock
+
+# evaluation and localisation
+threshold_percentile = 99.0         # verdict threshold: this percentile of the training images' scores
+grad_map_viz = False                # after training, write gradient maps of the anomalous test images
+grad_map_all = False                # with grad_map_viz: maps of every test image, not only anomalous ones
+pixel_auroc = True                  # pixel-level AUROC from gradient maps when ground-truth masks exist
+pixel_samples_per_image = 4096      # pixels sampled per test image for the pixel AUROC (0 = all)
+
+# speed (none changes the method; those that change numbers are off)
+cache_device = "cpu"                # where the decoded uint8 images live: 'cpu' or 'device'
+cache_mmap = ""                     # folder for a memory-mapped image cache; "" = keep it in memory
+channels_last = True                # channels-last convolutions (same numbers, faster on GPU)
+amp_bf16 = False                    # backbone in bfloat16 autocast on CUDA (changes scores slightly)
+tf32 = False                        # TF32 matmuls for the flow on CUDA (changes scores slightly)
+eval_batch = 256                    # transformed test images per forward pass (memory, not results)
+
+# run
+device = "auto"                     # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'
+save_model = True                   # write a checkpoint after every meta epoch
+resume = False                      # continue each class from its last checkpoint
+checkpoint_dir = "checkpoints"      # checkpoint_dir/<class>/checkpoint.pt
+results_dir = "results"             # results.csv, results.md and per-class plots
+verbose = True                      # progress bars (also off when not writing to a terminal)

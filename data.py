@@ -1,0 +1,234 @@
+"""Images on disk to batches on the device.
+
+Each image is decoded and resized once per run into a uint8 cache; the random
+rotations and the normalisation of the paper (section 3.2) are then applied to
+whole batches of tensors on the training device.
+"""
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFilter, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GOOD = "good"
+LAYOUT_HELP = (
+    "Expected layout per class:\n"
+    "  CLASS/train/good/*.JPG        defect-free training images\n"
+    "  CLASS/test/good/*.JPG         defect-free test images\n"
+    "  CLASS/test/<defect>/*.JPG     anomalous test images (any folder name but 'good')\n"
+    "  CLASS/ground_truth/<defect>/<stem>.png   optional masks\n"
+    "For VisA run: python prepare_visa.py --visa_root PATH/TO/VisA --out data/visa")
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be decoded."""
+
+
+@dataclass
+class ImageSet:
+    """Decoded, resized images of one split of a class, and what is known about each."""
+    images: torch.Tensor                     # (N, 3, S, S) uint8
+    labels: np.ndarray                       # (N,) 0 = defect-free, 1 = anomalous
+    paths: list
+    mask_paths: list                         # ground-truth mask file or None, per image
+    skipped: list = field(default_factory=list)  # unreadable files left out (skip_bad_images)
+
+    def __len__(self):
+        return len(self.paths)
+
+
+def list_images(folder):
+    """Image files in a folder, sorted; hidden files and non-image files are ignored."""
+    return sorted(str(p) for p in Path(folder).iterdir()
+                  if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _require_folder(path, what):
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{what} '{path}' not found.\n{LAYOUT_HELP}")
+
+
+def find_mask(class_dir, defect, image_path):
+    """The ground-truth mask of an anomalous image: VisA/anomalib '<stem>.png', MVTec '<stem>_mask.png'."""
+    stem = Path(image_path).stem
+    for name in (f"{stem}.png", f"{stem}_mask.png"):
+        candidate = Path(class_dir) / "ground_truth" / defect / name
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def find_class_files(dataset_path, class_name):
+    """Paths, labels and masks of a class's train and test splits, checked against the layout."""
+    _require_folder(dataset_path, "dataset_path")
+    class_dir = os.path.join(dataset_path, class_name)
+    _require_folder(class_dir, f"class folder of '{class_name}'")
+    for split in ("train", "test"):
+        _require_folder(os.path.join(class_dir, split, GOOD), f"'{split}/{GOOD}' of '{class_name}'")
+    train = list_images(os.path.join(class_dir, "train", GOOD))
+    if not train:
+        raise FileNotFoundError(f"no images in '{os.path.join(class_dir, 'train', GOOD)}'.\n"
+                                f"{LAYOUT_HELP}")
+    test, labels, masks = [], [], []
+    test_dir = os.path.join(class_dir, "test")
+    for defect in sorted(os.listdir(test_dir)):
+        if not os.path.isdir(os.path.join(test_dir, defect)) or defect.startswith("."):
+            continue
+        files = list_images(os.path.join(test_dir, defect))
+        anomalous = defect != GOOD
+        test += files
+        labels += [int(anomalous)] * len(files)
+        masks += [find_mask(class_dir, defect, f) if anomalous else None for f in files]
+    if GOOD not in [Path(p).parent.name for p in test]:
+        raise FileNotFoundError(f"no images in '{os.path.join(test_dir, GOOD)}'.\n{LAYOUT_HELP}")
+    return train, (test, np.array(labels, dtype=np.int64), masks)
+
+
+def read_rgb(path):
+    """Any image file as an RGB PIL image: grayscale, RGBA, palette, 16-bit and CMYK included."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit and 32-bit integer images: rescale to 8 bits rather than clip at 255
+                arr = np.asarray(img, dtype=np.float64)
+                scale = 65535.0 if arr.max() > 255 else 255.0
+                img = Image.fromarray((arr / scale * 255).round().astype(np.uint8))
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise BadImageError(f"cannot read image '{path}': {e}. Remove or replace the file, or "
+                            f"set skip_bad_images=True to leave it out with a warning") from None
+
+
+def load_resized(path, size):
+    """Decode and resize once (bilinear, aspect ratio not kept) to a (3, S, S) uint8 tensor."""
+    img = read_rgb(path).resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
+
+
+class _DecodeDataset(Dataset):
+    def __init__(self, paths, size):
+        self.paths, self.size = paths, size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return i, load_resized(self.paths[i], self.size), None
+        except BadImageError as e:
+            return i, None, str(e)
+
+
+def _collate(items):
+    return items
+
+
+def decode_all(paths, size, num_workers, skip_bad, out, progress=False):
+    """Fill `out` (N, 3, S, S) uint8 with the resized images; returns indices of bad files."""
+    from tqdm import tqdm
+    loader = DataLoader(_DecodeDataset(paths, size), batch_size=16, num_workers=num_workers,
+                        collate_fn=_collate)
+    bad = []
+    for batch in tqdm(loader, desc="decoding", disable=not progress, leave=False):
+        for i, img, error in batch:
+            if error is None:
+                out[i] = img
+            elif skip_bad:
+                warnings.warn(f"skipping: {error}")
+                bad.append(i)
+            else:
+                raise BadImageError(error)
+    return bad
+
+
+def _allocate(n, size, mmap_file):
+    """The cache tensor: in memory, or backed by a file (datasets larger than memory)."""
+    if not mmap_file:
+        return torch.empty((n, 3, size, size), dtype=torch.uint8)
+    Path(mmap_file).parent.mkdir(parents=True, exist_ok=True)
+    arr = np.lib.format.open_memmap(mmap_file, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
+    return torch.from_numpy(arr)
+
+
+def build_image_set(paths, labels, mask_paths, size, num_workers=0, skip_bad=False,
+                    mmap_file="", progress=False):
+    """Decode a split into an ImageSet; unreadable files raise, or are dropped when skip_bad."""
+    cache = _allocate(len(paths), size, mmap_file)
+    bad = set(decode_all(paths, size, num_workers, skip_bad, cache, progress))
+    keep = [i for i in range(len(paths)) if i not in bad]
+    if bad:
+        cache = cache[keep]
+    return ImageSet(images=cache, labels=np.asarray(labels)[keep], paths=[paths[i] for i in keep],
+                    mask_paths=[mask_paths[i] for i in keep],
+                    skipped=[paths[i] for i in sorted(bad)])
+
+
+def rotation_grid(angles_deg, height, width):
+    """Sampling grid that rotates images counter-clockwise about their centre (as PIL does)."""
+    rad = angles_deg.to(torch.float32) * (math.pi / 180.0)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    # output pixel -> input pixel is the inverse rotation; the aspect terms keep it a true
+    # rotation in pixels although affine_grid works in [-1, 1] coordinates on both axes
+    theta = torch.stack([torch.stack([cos, -sin * height / width, torch.zeros_like(cos)], 1),
+                         torch.stack([sin * width / height, cos, torch.zeros_like(cos)], 1)], 1)
+    return F.affine_grid(theta, [len(angles_deg), 1, height, width], align_corners=False)
+
+
+def rotate(images, angles_deg):
+    """Rotate each float image by its angle: nearest neighbour, black fill, same size."""
+    grid = rotation_grid(angles_deg.to(images.device), images.shape[-2], images.shape[-1])
+    return F.grid_sample(images, grid.to(images.dtype), mode="nearest", padding_mode="zeros",
+                         align_corners=False)
+
+
+def normalize(images):
+    """[0, 1] floats to ImageNet-normalised floats."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def color_jitter(images, brightness, contrast, saturation, generator):
+    """Per-image colour jitter in [0, 1] space, as torchvision's ColorJitter; a no-op when all are 0."""
+    from torchvision.transforms.v2 import functional as TF
+    out = []
+    for img in images:
+        for strength, adjust in ((brightness, TF.adjust_brightness), (contrast, TF.adjust_contrast),
+                                 (saturation, TF.adjust_saturation)):
+            if strength > 0:
+                factor = float(torch.empty(1).uniform_(max(0.0, 1 - strength), 1 + strength,
+                                                       generator=generator))
+                img = adjust(img, factor)
+        out.append(img)
+    return torch.stack(out)
+
+
+def make_batch(images_uint8, angles_deg, device, jitter=(0.0, 0.0, 0.0), generator=None,
+               channels_last=False):
+    """uint8 images (on any device) -> rotated, jittered, normalised float batch on `device`."""
+    x = images_uint8.to(device, non_blocking=True).float().div_(255.0)
+    if angles_deg is not None:
+        x = rotate(x, angles_deg)
+    if any(s > 0 for s in jitter):
+        x = color_jitter(x, *jitter, generator=generator)
+    x = normalize(x)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def test_angles(n_images, n_transforms, mode, generator):
+    """(n_images, n_transforms) angles: seeded uniform in [-180, 180] or evenly spaced i*360/n."""
+    if mode == "fixed":
+        return (torch.arange(n_transforms, dtype=torch.float32) * 360.0 / n_transforms).repeat(
+            n_images, 1)
+    return torch.empty(n_images, n_transforms).uniform_(-180.0, 180.0, generator=generator)

@@ -1,0 +1,78 @@
+"""A small synthetic class for the offline demo and the tests.
+
+Round objects on a textured background; anomalous ones carry a scratch, a hole
+or a stain, with its ground-truth mask. Written once, with a fixed seed, in the
+layout of SPEC.md (train/good, test/good, test/anomaly, ground_truth/anomaly).
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+DEFECTS = ("scratch", "hole", "stain")
+
+
+def _background(rng, size):
+    noise = rng.normal(0, 6, (size, size, 1)) + np.array([70, 74, 80])
+    return Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8))
+
+
+def draw_object(rng, size):
+    """A defect-free object: a textured disc with a rim, slightly varied in place and tone."""
+    img = _background(rng, size)
+    draw = ImageDraw.Draw(img)
+    c = size / 2 + rng.uniform(-0.03, 0.03, 2) * size
+    r = size * rng.uniform(0.33, 0.36)
+    tone = rng.uniform(-10, 10)
+    draw.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=tuple(int(v + tone) for v in (200, 170, 110)))
+    draw.ellipse([c[0] - 0.8 * r, c[1] - 0.8 * r, c[0] + 0.8 * r, c[1] + 0.8 * r],
+                 outline=tuple(int(v + tone) for v in (170, 140, 90)), width=max(1, size // 60))
+    return img.filter(ImageFilter.GaussianBlur(0.6)), c, r
+
+
+def add_defect(rng, img, centre, radius, kind):
+    """Draw one defect inside the object; returns the image and the binary mask."""
+    size = img.size[0]
+    mask = Image.new("L", img.size, 0)
+    draws = (ImageDraw.Draw(img), ImageDraw.Draw(mask))
+    angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.5) * radius
+    p = centre + dist * np.array([np.cos(angle), np.sin(angle)])
+    if kind == "scratch":
+        d = rng.uniform(0.35, 0.5) * radius * np.array([np.cos(angle + 1.2), np.sin(angle + 1.2)])
+        for draw, colour in zip(draws, ((40, 30, 25), 255)):
+            draw.line([tuple(p - d), tuple(p + d)], fill=colour, width=max(2, size // 30))
+    else:
+        rr = radius * (rng.uniform(0.14, 0.2) if kind == "hole" else rng.uniform(0.2, 0.28))
+        colour = (15, 15, 15) if kind == "hole" else (60, 120, 200)
+        for draw, fill in zip(draws, (colour, 255)):
+            draw.ellipse([p[0] - rr, p[1] - rr, p[0] + rr, p[1] + rr], fill=fill)
+    return img, mask
+
+
+def write_demo_class(class_dir, seed, size=160, n_train=60, n_test_good=20, n_test_bad=24):
+    """Write one synthetic class (JPEG images, PNG masks); idempotent through a done-marker."""
+    class_dir = Path(class_dir)
+    rng = np.random.default_rng(seed)
+    folders = {"train": class_dir / "train" / "good", "good": class_dir / "test" / "good",
+               "bad": class_dir / "test" / "anomaly", "gt": class_dir / "ground_truth" / "anomaly"}
+    for f in folders.values():
+        f.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", n_train), ("good", n_test_good)):
+        for i in range(count):
+            draw_object(rng, size)[0].save(folders[split] / f"{i:03d}.JPG", quality=95)
+    for i in range(n_test_bad):
+        img, c, r = draw_object(rng, size)
+        img, mask = add_defect(rng, img, c, r, DEFECTS[i % len(DEFECTS)])
+        img.save(folders["bad"] / f"{i:03d}.JPG", quality=95)
+        mask.save(folders["gt"] / f"{i:03d}.png")
+    (class_dir / ".complete").write_text("synthetic demo class\n")
+
+
+def ensure_demo_data(dataset_path, class_names, seed):
+    """Generate each requested class that is not complete yet under dataset_path."""
+    for k, name in enumerate(class_names):
+        class_dir = os.path.join(dataset_path, name)
+        if not os.path.isfile(os.path.join(class_dir, ".complete")):
+            print(f"writing synthetic demo class '{name}' into {class_dir}")
+            write_demo_class(class_dir, seed + k)

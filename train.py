@@ -1,0 +1,212 @@
+"""Training and scoring of one class: the meta-epoch / sub-epoch loop of the paper."""
+import math
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from tqdm import tqdm
+
+from data import build_image_set, find_class_files, make_batch, test_angles
+from model import DifferNet, anomaly_score, flow_parameters, load_alexnet_features, nll_loss
+from utils import check_checkpoint_matches, load_checkpoint, save_checkpoint, seed_everything
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def checkpoint_path(checkpoint_dir, class_name):
+    return os.path.join(checkpoint_dir, class_name, "checkpoint.pt")
+
+
+def make_optimizer(flow, lr, betas, eps, weight_decay):
+    """Adam on the flow's parameters only (the backbone has none to train)."""
+    return torch.optim.Adam(flow_parameters(flow), lr=lr, betas=tuple(betas), eps=eps,
+                            weight_decay=weight_decay)
+
+
+def build_model(cfg, backbone):
+    """DifferNet from the config's architecture names, on no particular device."""
+    return DifferNet(backbone, cfg["n_scales"], cfg["n_coupling_blocks"], cfg["fc_internal"],
+                     cfg["dropout"], cfg["clamp_alpha"])
+
+
+def train_one_epoch(model, optimizer, images, batch_size, n_transforms, device, generator,
+                    rotations=True, jitter=(0.0, 0.0, 0.0), channels_last=False, amp_bf16=False,
+                    progress=False):
+    """One pass over the shuffled training images, each seen n_transforms times per batch.
+    Returns the mean loss; a non-finite loss raises NonFiniteLossError."""
+    model.train()
+    order = torch.randperm(len(images), generator=generator)
+    losses = []
+    for start in tqdm(range(0, len(order), batch_size), desc="train", leave=False,
+                      disable=not progress):
+        idx = order[start:start + batch_size].to(images.device)
+        batch = images[idx].repeat_interleave(n_transforms, dim=0)
+        angles = (torch.empty(len(batch)).uniform_(-180.0, 180.0, generator=generator)
+                  if rotations else None)
+        x = make_batch(batch, angles, device, jitter, generator, channels_last)
+        z, log_jac_det = model(x, amp_bf16)
+        loss = nll_loss(z, log_jac_det)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"training loss is {loss.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+@torch.no_grad()
+def score_images(model, images, angles, device, eval_batch, channels_last=False, amp_bf16=False,
+                 progress=False):
+    """Anomaly score of each image: mean over its rotations (angles: N x T) of mean(z^2)."""
+    model.eval()
+    n, t = angles.shape
+    image_index = torch.arange(n).repeat_interleave(t)
+    flat_angles = angles.reshape(-1)
+    scores = torch.empty(n * t)
+    for start in tqdm(range(0, n * t, eval_batch), desc="score", leave=False, disable=not progress):
+        sel = slice(start, start + eval_batch)
+        batch = images[image_index[sel].to(images.device)]
+        x = make_batch(batch, flat_angles[sel], device, channels_last=channels_last)
+        z, _ = model(x, amp_bf16)
+        scores[sel] = anomaly_score(z).float().cpu()
+    return scores.view(n, t).mean(dim=1).numpy()
+
+
+def image_auroc(labels, scores):
+    """Image-level AUROC, anomalous = positive; NaN (with a warning) when a class is absent."""
+    if len(set(labels.tolist())) < 2:
+        warnings.warn("the test set holds only one kind of image (normal or anomalous); "
+                      "AUROC is undefined and reported as n/a")
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
+
+
+def evaluation_generator(seed, epoch, stream=0):
+    """A generator for one evaluation's random angles (stream 0: test set, 1: training images),
+    independent of the training stream, so a resumed run draws the same angles."""
+    state = np.random.SeedSequence([seed, stream, epoch]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def load_class_data(cfg, class_name, progress=False):
+    """Decoded train and test ImageSets of a class (cache in memory or memory-mapped)."""
+    train_paths, (test_paths, test_labels, test_masks) = find_class_files(cfg["dataset_path"],
+                                                                         class_name)
+    mmap = (lambda split: os.path.join(cfg["cache_mmap"], f"{class_name}_{split}.npy")
+            if cfg["cache_mmap"] else "")
+    common = dict(size=cfg["img_size"], num_workers=cfg["num_workers"],
+                  skip_bad=cfg["skip_bad_images"], progress=progress)
+    train = build_image_set(train_paths, np.zeros(len(train_paths), np.int64),
+                            [None] * len(train_paths), mmap_file=mmap("train"), **common)
+    test = build_image_set(test_paths, test_labels, test_masks, mmap_file=mmap("test"), **common)
+    if len(train) == 0:
+        raise FileNotFoundError(f"no readable training images for '{class_name}'")
+    return train, test
+
+
+def score_set(model, image_set, cfg, device, generator, progress=False):
+    """Scores of an ImageSet with the configured test rotations."""
+    images = image_set.images
+    if cfg["cache_device"] == "device":
+        images = images.to(device)
+    angles = test_angles(len(image_set), cfg["n_transforms_test"], cfg["test_rotations"], generator)
+    return score_images(model, images, angles, device, cfg["eval_batch"], cfg["channels_last"],
+                        cfg["amp_bf16"], progress)
+
+
+def new_state(cfg, class_name):
+    """Training state of a class that starts from scratch."""
+    return {"epoch": 0, "auroc_history": [], "loss_history": [], "class_name": class_name,
+            "train_seconds": 0.0}
+
+
+def restore(model, optimizer, generator, cfg, class_name, path):
+    """Continue from a checkpoint of the same class and architecture."""
+    state = load_checkpoint(path)
+    check_checkpoint_matches(state, cfg, class_name, path)
+    model.flow.load_state_dict(state["flow"])
+    model.features.backbone.load_state_dict(state["backbone"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["rng_train"])
+    torch.set_rng_state(state["rng_torch"])
+    return state
+
+
+def snapshot(model, optimizer, generator, cfg, state):
+    """The checkpoint dict: state_dicts, RNG states and plain data only."""
+    return {**state, "flow": model.flow.state_dict(),
+            "backbone": model.features.backbone.state_dict(),
+            "optimizer": optimizer.state_dict(), "rng_train": generator.get_state(),
+            "rng_torch": torch.get_rng_state(), "config": dict(cfg)}
+
+
+def epoch_line(class_name, state, meta_epochs):
+    """`[candle] epoch 3/24  loss -1.2345  AUROC 0.9123 (max 0.9250 @ 2)`"""
+    hist = state["auroc_history"]
+    epoch, auroc = state["epoch"], hist[-1]
+    valid = [a for a in hist if not math.isnan(a)]
+    best = max(valid) if valid else float("nan")
+    best_epoch = hist.index(best) + 1 if valid else 0
+    return (f"[{class_name}] epoch {epoch}/{meta_epochs}  loss {state['loss_history'][-1]:.4f}  "
+            f"AUROC {auroc:.4f} (max {best:.4f} @ {best_epoch})")
+
+
+def train_class(cfg, class_name, device, log=print):
+    """Train (or resume) one class; returns the final state with scores and threshold."""
+    progress = cfg["verbose"] and sys.stderr.isatty()
+    seed_everything(cfg["seed"])
+    train_set, test_set = load_class_data(cfg, class_name, progress)
+    backbone = load_alexnet_features(cfg["pretrained"], cfg["weights_path"])
+    model = build_model(cfg, backbone).to(device)
+    if cfg["channels_last"]:
+        model.features.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model.flow, cfg["lr_init"], cfg["adam_betas"], cfg["adam_eps"],
+                               cfg["weight_decay"])
+    generator = torch.Generator().manual_seed(cfg["seed"])
+    ckpt = checkpoint_path(cfg["checkpoint_dir"], class_name)
+    state = (restore(model, optimizer, generator, cfg, class_name, ckpt)
+             if cfg["resume"] and os.path.isfile(ckpt) else new_state(cfg, class_name))
+    if state["epoch"] > 0:
+        log(f"[{class_name}] resumed from {ckpt} after meta epoch {state['epoch']}")
+    train_images = train_set.images.to(device) if cfg["cache_device"] == "device" else train_set.images
+    jitter = (cfg["transf_brightness"], cfg["transf_contrast"], cfg["transf_saturation"])
+    while state["epoch"] < cfg["meta_epochs"]:
+        started = time.perf_counter()
+        losses = []
+        for sub in range(cfg["sub_epochs"]):
+            try:
+                losses.append(train_one_epoch(model, optimizer, train_images, cfg["batch_size"],
+                                       cfg["n_transforms"], device, generator,
+                                       cfg["transf_rotations"], jitter, cfg["channels_last"],
+                                       cfg["amp_bf16"], progress))
+            except NonFiniteLossError as e:
+                raise NonFiniteLossError(
+                    f"[{class_name}] {e} in meta epoch {state['epoch'] + 1}, sub-epoch {sub + 1}; "
+                    f"the last good checkpoint ({ckpt}) is kept. Lower lr_init or clamp_alpha"
+                ) from None
+        eval_gen = evaluation_generator(cfg["seed"], state["epoch"])
+        scores = score_set(model, test_set, cfg, device, eval_gen, progress)
+        state["epoch"] += 1
+        state["loss_history"].append(float(np.mean(losses)))
+        state["auroc_history"].append(image_auroc(test_set.labels, scores))
+        state["test_scores"] = torch.from_numpy(scores)
+        state["train_seconds"] += time.perf_counter() - started
+        if state["epoch"] == cfg["meta_epochs"]:
+            state["threshold"] = training_threshold(model, train_set, cfg, device, progress)
+        log(epoch_line(class_name, state, cfg["meta_epochs"]))
+        if cfg["save_model"]:
+            save_checkpoint(ckpt, snapshot(model, optimizer, generator, cfg, state))
+    return model, state, train_set, test_set
+
+
+def training_threshold(model, train_set, cfg, device, progress=False):
+    """Verdict threshold: the threshold_percentile-th percentile of the training images' scores."""
+    scores = score_set(model, train_set, cfg, device, evaluation_generator(cfg["seed"], 0, stream=1), progress)
+    return float(np.percentile(scores, cfg["threshold_percentile"]))
