@@ -226,7 +226,7 @@ def make_batch(images_uint8, angles_deg, device, jitter=(0.0, 0.0, 0.0), generat
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def test_angles(n_images, n_transforms, mode, generator):
+def rotation_angles(n_images, n_transforms, mode, generator):
     """(n_images, n_transforms) angles: seeded uniform in [-180, 180] or evenly spaced i*360/n."""
     if mode == "fixed":
         return (torch.arange(n_transforms, dtype=torch.float32) * 360.0 / n_transforms).repeat(

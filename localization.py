@@ -14,7 +14,7 @@ from PIL import Image  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 from torchvision.transforms.v2.functional import gaussian_blur  # noqa: E402
 
-from data import make_batch, read_rgb, rotate, test_angles  # noqa: E402
+from data import make_batch, read_rgb, rotate, rotation_angles  # noqa: E402
 from model import nll_loss  # noqa: E402
 
 GRAD_SIGMA = 3.0  # px, the blur of the reference localisation
@@ -25,7 +25,7 @@ def gradient_map(model, image_uint8, n_rotations, device, chunk=64):
     pixels, each gradient rotated back, blurred (sigma 3 px), mean |.| over rotations and
     channels, squared."""
     model.eval()
-    angles = test_angles(1, n_rotations, "fixed", None)[0]
+    angles = rotation_angles(1, n_rotations, "fixed", None)[0]
     total = torch.zeros(image_uint8.shape[-2:], device=device)
     for part in torch.split(angles, chunk):
         x = make_batch(image_uint8.unsqueeze(0).expand(len(part), -1, -1, -1), part, device)

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from data import build_image_set, find_class_files, make_batch, test_angles
+from data import build_image_set, find_class_files, make_batch, rotation_angles
 from model import DifferNet, anomaly_score, flow_parameters, load_alexnet_features, nll_loss
 from utils import check_checkpoint_matches, load_checkpoint, save_checkpoint, seed_everything
 
@@ -116,7 +116,7 @@ def score_set(model, image_set, cfg, device, generator, progress=False):
     images = image_set.images
     if cfg["cache_device"] == "device":
         images = images.to(device)
-    angles = test_angles(len(image_set), cfg["n_transforms_test"], cfg["test_rotations"], generator)
+    angles = rotation_angles(len(image_set), cfg["n_transforms_test"], cfg["test_rotations"], generator)
     return score_images(model, images, angles, device, cfg["eval_batch"], cfg["channels_last"],
                         cfg["amp_bf16"], progress)
 

@@ -1,0 +1,32 @@
+"""Shared helpers: tiny configs and synthetic data written by the tests themselves."""
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+torch.set_num_threads(2)
+
+
+def tiny_args(tmp_path, **extra):
+    """--name=value arguments for a run that takes seconds on a CPU."""
+    values = dict(dataset_path=str(tmp_path / "data"), class_names=["toy"], make_demo_data=True,
+                  pretrained=False, device="cpu", img_size=64, n_scales=1, n_coupling_blocks=2,
+                  fc_internal=32, n_transforms=2, n_transforms_test=4, batch_size=8,
+                  meta_epochs=2, sub_epochs=1, num_workers=0, verbose=False,
+                  checkpoint_dir=str(tmp_path / "ckpt"), results_dir=str(tmp_path / "results"),
+                  pixel_samples_per_image=256)
+    values.update(extra)
+    return [f"--{k}={v!r}" for k, v in values.items()]
+
+
+@pytest.fixture
+def toy_class(tmp_path):
+    """A small synthetic class on disk (the demo generator at 64 px)."""
+    from demo_data import write_demo_class
+    class_dir = tmp_path / "data" / "toy"
+    write_demo_class(class_dir, seed=0, size=64, n_train=16, n_test_good=6, n_test_bad=6)
+    return class_dir
