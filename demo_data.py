@@ -5,6 +5,7 @@ or a stain, with its ground-truth mask. Written once, with a fixed seed, in the
 layout of SPEC.md (train/good, test/good, test/anomaly, ground_truth/anomaly).
 """
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,8 @@ def write_demo_class(class_dir, seed, size=160, n_train=60, n_test_good=20, n_te
 
 def ensure_demo_data(dataset_path, class_names, seed):
     """Generate each requested class that is not complete yet under dataset_path."""
-    for k, name in enumerate(class_names):
+    for name in class_names:
         class_dir = os.path.join(dataset_path, name)
         if not os.path.isfile(os.path.join(class_dir, ".complete")):
             print(f"writing synthetic demo class '{name}' into {class_dir}")
-            write_demo_class(class_dir, seed + k)
+            write_demo_class(class_dir, seed + zlib.crc32(name.encode()))

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from data import BadImageError
+from data import BadImageError, find_class_files
 from model import WeightsUnavailableError
 from train import NonFiniteLossError, train_class
-from utils import atomic_write, format_config, resolve_config, resolve_device, write_results
+from utils import atomic_write, check_writable, format_config, resolve_config, resolve_device, write_results
 
 # VisA image AUROC of the seed implementation (max over epochs), from SPEC.md
 SEED_AUROC = {"candle": 0.8825, "capsules": 0.7145, "cashew": 0.9701, "chewinggum": 0.9685,
@@ -99,6 +99,15 @@ def write_part(results_dir, rank, rows):
                  lambda tmp: Path(tmp).write_text(json.dumps(rows)))
 
 
+def check_outputs_and_data(cfg, class_names):
+    """Errors that would otherwise surface hours later: unwritable outputs, missing classes."""
+    if cfg["save_model"]:
+        check_writable(cfg["checkpoint_dir"], "checkpoint_dir")
+    check_writable(cfg["results_dir"], "results_dir")
+    for class_name in class_names:
+        find_class_files(cfg["dataset_path"], class_name)
+
+
 def configure_torch(cfg):
     """Numerics switches that are off unless asked for."""
     torch.backends.cuda.matmul.allow_tf32 = cfg["tf32"]
@@ -109,12 +118,14 @@ def run(argv):
     cfg = resolve_config(argv)
     rank, world_size, device = distributed_setup(cfg)
     configure_torch(cfg)
+    my_classes = shard(cfg["class_names"], rank, world_size)
     if cfg["make_demo_data"]:
         from demo_data import ensure_demo_data
-        ensure_demo_data(cfg["dataset_path"], cfg["class_names"], cfg["seed"])
+        ensure_demo_data(cfg["dataset_path"], my_classes, cfg["seed"])
+    check_outputs_and_data(cfg, my_classes)
     if rank == 0:
         print(f"config (device {device}, {world_size} process(es)):\n{format_config(cfg)}")
-    rows = [run_class(cfg, c, device) for c in shard(cfg["class_names"], rank, world_size)]
+    rows = [run_class(cfg, c, device) for c in my_classes]
     if world_size > 1:
         import torch.distributed as dist
         write_part(cfg["results_dir"], rank, rows)
@@ -140,6 +151,10 @@ def main(argv):
             traceback.print_exc()
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: the last checkpoint of each class is complete; continue with "
+              "--resume=True", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -169,6 +169,17 @@ def atomic_write(path, write_fn):
         raise
 
 
+def check_writable(folder, name):
+    """Fail at start, not after hours of training, when an output folder cannot be written."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise OSError(f"config '{name}': cannot write into '{folder}' ({e.strerror or e}); "
+                      f"choose a writable folder with --{name}=PATH") from None
+
+
 def save_checkpoint(path, state):
     """state: a dict of state_dicts, tensors and plain data (loadable with weights_only=True)."""
     try:
