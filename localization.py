@@ -171,17 +171,16 @@ def class_reports(model, state, train_set, test_set, cfg, class_name, device):
     plot_auroc_history(out / "auroc.png", state["auroc_history"])
     plot_roc(out / "roc.png", test_set.labels, scores)
     plot_score_histogram(out / "scores.png", test_set.labels, scores, threshold)
-    has_masks = any(m is not None for m in test_set.mask_paths)
-    want_pixels = cfg["pixel_auroc"] and has_masks
-    if not (want_pixels or cfg["grad_map_viz"]):
-        return
-    maps = [gradient_map(model, img, cfg["n_transforms_test"], device, cfg["eval_batch"])
-            for img in test_set.images]
+    want_pixels = cfg["pixel_auroc"] and any(m is not None for m in test_set.mask_paths)
+    shown = [i for i in range(len(test_set)) if cfg["grad_map_viz"]
+             and (test_set.labels[i] == 1 or cfg["grad_map_all"])]
+    needed = range(len(test_set)) if want_pixels else shown
+    maps = {i: gradient_map(model, test_set.images[i], cfg["n_transforms_test"], device,
+                            cfg["eval_batch"]) for i in needed}
     if want_pixels:
-        state["pixel_auroc"] = pixel_auroc(maps, test_set, cfg["pixel_samples_per_image"], cfg["seed"])
-    if cfg["grad_map_viz"]:
-        for i, heat in enumerate(maps):
-            if test_set.labels[i] == 1 or cfg["grad_map_all"]:
-                name = f"{Path(test_set.paths[i]).parent.name}_{Path(test_set.paths[i]).stem}.png"
-                save_map_figure(out / "maps" / name, test_set.paths[i], heat,
-                                test_set.mask_paths[i], float(scores[i]), threshold)
+        state["pixel_auroc"] = pixel_auroc([maps[i] for i in range(len(test_set))], test_set,
+                                           cfg["pixel_samples_per_image"], cfg["seed"])
+    for i in shown:
+        path = Path(test_set.paths[i])
+        save_map_figure(out / "maps" / f"{path.parent.name}_{path.stem}.png", path, maps[i],
+                        test_set.mask_paths[i], float(scores[i]), threshold)

@@ -1,0 +1,140 @@
+"""Score new images with a trained class checkpoint.
+
+    python evaluate.py CHECKPOINT IMAGE_OR_FOLDER [--maps=True] [--out DIR] [--threshold=X]
+                       [--device=auto]
+
+One line per image (score and verdict) and OUT/scores.csv; with --maps, one
+gradient-map figure per image in OUT/maps. The verdict threshold is the one
+stored in the checkpoint (a percentile of the training images' scores, config
+threshold_percentile) unless --threshold is given.
+"""
+import argparse
+import ast
+import csv
+import sys
+from pathlib import Path
+
+import torch
+from torchvision.models import alexnet
+
+from data import IMAGE_EXTENSIONS, BadImageError, load_resized, rotation_angles
+from localization import gradient_map, save_map_figure
+from train import build_model, evaluation_generator, score_images
+from utils import atomic_write, load_checkpoint, resolve_device
+
+
+def load_trained_model(path, device):
+    """Model, config and threshold from a checkpoint, backbone weights included (no download)."""
+    state = load_checkpoint(path)
+    cfg = state["config"]
+    model = build_model(cfg, alexnet(weights=None).features)
+    model.flow.load_state_dict(state["flow"])
+    model.features.backbone.load_state_dict(state["backbone"])
+    return model.to(device).eval(), cfg, state.get("threshold")
+
+
+def collect_images(target):
+    """A single file, or every image file below a folder (non-image files ignored)."""
+    target = Path(target)
+    if target.is_file():
+        return [target]
+    if not target.is_dir():
+        raise FileNotFoundError(f"'{target}' is neither an image file nor a folder")
+    files = sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+                                f"below '{target}'")
+    return files
+
+
+def decode(paths, size):
+    """Decoded images, and one message per file that could not be read."""
+    images, good, errors = [], [], []
+    for path in paths:
+        try:
+            images.append(load_resized(path, size))
+            good.append(path)
+        except BadImageError as e:
+            errors.append(str(e))
+    return images, good, errors
+
+
+def score_files(model, cfg, paths, device):
+    """Scores with the test rotations of training (seeded), one per readable file."""
+    images, good, errors = decode(paths, cfg["img_size"])
+    if not images:
+        return [], [], errors
+    angles = rotation_angles(len(images), cfg["n_transforms_test"], cfg["test_rotations"],
+                             evaluation_generator(cfg["seed"], 0, stream=2))
+    scores = score_images(model, torch.stack(images), angles, device, cfg["eval_batch"])
+    return good, scores.tolist(), errors
+
+
+def map_name(path, target):
+    """good/000.JPG -> good_000.png: unique across the sub-folders of the target."""
+    relative = Path(path).relative_to(target) if Path(target).is_dir() else Path(Path(path).name)
+    return "_".join(relative.with_suffix(".png").parts)
+
+
+def write_csv(path, rows):
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "score", "verdict", "threshold"])
+            writer.writerows(rows)
+    atomic_write(path, write)
+
+
+def parse_bool(text):
+    value = ast.literal_eval(text)
+    if not isinstance(value, bool):
+        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+    return value
+
+
+def run(args):
+    device = resolve_device(args.device)
+    model, cfg, stored = load_trained_model(args.checkpoint, device)
+    threshold = args.threshold if args.threshold is not None else stored
+    if threshold is None:
+        raise ValueError(f"checkpoint '{args.checkpoint}' holds no threshold (training did not "
+                         f"finish); pass --threshold=X")
+    paths, scores, errors = score_files(model, cfg, collect_images(args.target), device)
+    for message in errors:
+        print(f"skipped: {message}", file=sys.stderr)
+    rows = []
+    for path, score in zip(paths, scores):
+        verdict = "anomalous" if score > threshold else "normal"
+        print(f"{path}  score {score:.4f}  {verdict}")
+        rows.append([str(path), f"{score:.6f}", verdict, f"{threshold:.6f}"])
+        if args.maps:
+            heat = gradient_map(model, load_resized(path, cfg["img_size"]), cfg["n_transforms_test"],
+                                device, cfg["eval_batch"])
+            save_map_figure(Path(args.out) / "maps" / map_name(path, args.target), path, heat,
+                            None, score, threshold)
+    write_csv(Path(args.out) / "scores.csv", rows)
+    print(f"{len(rows)} image(s) scored (threshold {threshold:.4f}), {len(errors)} skipped; "
+          f"wrote {Path(args.out) / 'scores.csv'}")
+    return rows, errors
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="checkpoint.pt written by main.py")
+    parser.add_argument("target", help="an image file or a folder of images")
+    parser.add_argument("--maps", type=parse_bool, default=False, help="write gradient maps")
+    parser.add_argument("--out", default="evaluation", help="folder for scores.csv and maps/")
+    parser.add_argument("--threshold", type=float, help="verdict threshold (default: stored)")
+    parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    args = parser.parse_args(argv)
+    try:
+        rows, errors = run(args)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0 if rows or not errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
