@@ -54,9 +54,9 @@ def train_one_epoch(model, optimizer, images, batch_size, n_transforms, device, 
         loss = nll_loss(z, log_jac_det)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss is {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # frees the gradients before the next forward
         losses.append(loss.item())
     return float(np.mean(losses))
 

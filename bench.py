@@ -1,0 +1,209 @@
+"""Speed benchmark: this repo's data path and frozen backbone against the original's way.
+
+    python bench.py [--n_train 24] [--n_test 2] [--json bench.json] [--name=value ...]
+
+Writes VisA-sized JPEGs (1500 x 1000) into a temporary folder, then measures at
+the configured image size and transforms: building the decoded cache, training
+throughput (transformed images per second over one epoch), scoring throughput
+(images x test rotations per second) and peak memory. The reference path does
+what the original code does on the same images: a PIL decode per image and
+epoch, a PIL resize and rotation per transform, and a backbone that is not
+frozen (autograd back-propagates into AlexNet's weights). `--name=value`
+arguments are config overrides (e.g. --device=cuda --amp_bf16=True).
+"""
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from data import IMAGENET_MEAN, IMAGENET_STD, build_image_set, rotation_angles
+from model import flow_parameters, load_alexnet_features, nll_loss
+from train import build_model, make_optimizer, score_images, train_one_epoch
+from utils import resolve_config, resolve_device, seed_everything
+
+VISA_SIZE = (1500, 1000)
+
+
+def write_jpegs(folder, n, seed=0):
+    """Smooth random 1500 x 1000 JPEGs (quality 95), like VisA's photographs in size and codec."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        small = rng.integers(0, 256, (25, 38, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize(VISA_SIZE, Image.BICUBIC)
+        paths.append(str(Path(folder) / f"{i:04d}.JPG"))
+        img.save(paths[-1], quality=95)
+    return paths
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device):
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def reference_transform(size):
+    """The original's per-transform pipeline on a decoded PIL image."""
+    return transforms.Compose([transforms.Resize((size, size)), transforms.RandomRotation(180),
+                               transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def reference_batches(paths, size, n_transforms, batch_size):
+    """Decode each image from disk, then resize + rotate each transform with PIL."""
+    transform = reference_transform(size)
+    for start in range(0, len(paths), batch_size):
+        batch = []
+        for path in paths[start:start + batch_size]:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")
+            batch += [transform(rgb) for _ in range(n_transforms)]
+        yield torch.stack(batch)
+
+
+def reference_train_epoch(model, optimizer, paths, cfg, device):
+    """One epoch the original's way: the backbone takes part in autograd."""
+    model.features.backbone.requires_grad_(True)
+    model.train()
+    for x in reference_batches(paths, cfg["img_size"], cfg["n_transforms"], cfg["batch_size"]):
+        z, log_jac_det = model.flow(model.features(x.to(device)))
+        loss = nll_loss(z, log_jac_det)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.features.backbone.requires_grad_(False)
+
+
+@torch.no_grad()
+def reference_score(model, paths, cfg, device):
+    """Scoring the original's way: one decode per image, resize + rotate per test transform."""
+    model.eval()
+    for x in reference_batches(paths, cfg["img_size"], cfg["n_transforms_test"], 1):
+        for chunk in torch.split(x, cfg["eval_batch"]):
+            model.flow(model.features(chunk.to(device)))
+
+
+def peak_memory(device):
+    """Peak resident memory of this process (GB), and of the GPU when used."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    gpu = torch.cuda.max_memory_allocated(device) / 1024 ** 3 if device.type == "cuda" else None
+    return rss, gpu
+
+
+def measure_ours(cfg, device, train_paths, test_paths):
+    """Cache build, training epoch and scoring of this repo's path."""
+    results = {}
+    cache_time, train_set = timed(lambda: build_image_set(
+        train_paths, [0] * len(train_paths), [None] * len(train_paths), cfg["img_size"],
+        cfg["num_workers"]), device)
+    test_set = build_image_set(test_paths, [0] * len(test_paths), [None] * len(test_paths),
+                               cfg["img_size"], cfg["num_workers"])
+    results["cache_images_per_s"] = len(train_paths) / cache_time
+    model = build_model(cfg, load_alexnet_features(False)).to(device)
+    if cfg["channels_last"]:
+        model.features.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model.flow, cfg["lr_init"], cfg["adam_betas"], cfg["adam_eps"],
+                               cfg["weight_decay"])
+    images = train_set.images.to(device) if cfg["cache_device"] == "device" else train_set.images
+    gen = torch.Generator().manual_seed(0)
+    epoch = lambda imgs: train_one_epoch(model, optimizer, imgs, cfg["batch_size"],
+                                         cfg["n_transforms"], device, gen,
+                                         channels_last=cfg["channels_last"], amp_bf16=cfg["amp_bf16"])
+    epoch(images[:cfg["batch_size"]])  # warm-up step: allocator, cuDNN algorithm choice
+    seconds, _ = timed(lambda: epoch(images), device)
+    results["train_images_per_s"] = len(train_paths) * cfg["n_transforms"] / seconds
+    angles = rotation_angles(len(test_set), cfg["n_transforms_test"], "random", gen)
+    seconds, _ = timed(lambda: score_images(model, test_set.images, angles, device,
+                                            cfg["eval_batch"], cfg["channels_last"],
+                                            cfg["amp_bf16"]), device)
+    results["score_images_per_s"] = len(test_paths) * cfg["n_transforms_test"] / seconds
+    return results, model
+
+
+def measure_reference(cfg, device, train_paths, test_paths):
+    model = build_model(cfg, load_alexnet_features(False)).to(device)
+    optimizer = torch.optim.Adam(flow_parameters(model.flow), lr=cfg["lr_init"])
+    reference_train_epoch(model, optimizer, train_paths[:cfg["batch_size"]], cfg, device)  # warm-up
+    seconds, _ = timed(lambda: reference_train_epoch(model, optimizer, train_paths, cfg, device), device)
+    train = len(train_paths) * cfg["n_transforms"] / seconds
+    seconds, _ = timed(lambda: reference_score(model, test_paths, cfg, device), device)
+    return {"train_images_per_s": train,
+            "score_images_per_s": len(test_paths) * cfg["n_transforms_test"] / seconds}
+
+
+def full_schedule_minutes(cfg, ours, n_train=900, n_test=200):
+    """Projected time of the default schedule for a 900-image class from the measured rates."""
+    train = cfg["meta_epochs"] * cfg["sub_epochs"] * n_train * cfg["n_transforms"] / ours["train_images_per_s"]
+    score = cfg["meta_epochs"] * n_test * cfg["n_transforms_test"] / ours["score_images_per_s"]
+    cache = (n_train + n_test) / ours["cache_images_per_s"]
+    return (train + score + cache) / 60
+
+
+def report(res):
+    lines = [f"machine: {res['machine']}",
+             f"img_size {res['img_size']}, n_transforms {res['n_transforms']}, n_transforms_test "
+             f"{res['n_transforms_test']}, {res['n_train']} train / {res['n_test']} test images",
+             f"{'':<28}{'this repo':>12}{'reference':>12}{'speed-up':>10}"]
+    for key, label in (("train_images_per_s", "train (transformed img/s)"),
+                       ("score_images_per_s", "score (img x rot / s)")):
+        ours, ref = res["ours"][key], res["reference"].get(key)
+        lines.append(f"{label:<28}{ours:>12.1f}{ref:>12.1f}{ours / ref:>9.2f}x" if ref else
+                     f"{label:<28}{ours:>12.1f}{'-':>12}")
+    lines.append(f"{'cache build (img/s)':<28}{res['ours']['cache_images_per_s']:>12.1f}")
+    lines.append(f"peak RSS {res['peak_rss_gb']:.2f} GB" + (
+        f", peak GPU {res['peak_gpu_gb']:.2f} GB" if res["peak_gpu_gb"] is not None else ""))
+    lines.append(f"projected default schedule, 900-image class: {res['projected_minutes']:.1f} min")
+    return "\n".join(lines)
+
+
+def machine(device):
+    import os
+    import platform
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return f"{name}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n_train", type=int, default=24, help="training images (one epoch)")
+    parser.add_argument("--n_test", type=int, default=2, help="test images scored")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--skip_reference", action="store_true", help="measure this repo only")
+    args, overrides = parser.parse_known_args(argv)
+    cfg = resolve_config(["--pretrained=False", *overrides])
+    device = resolve_device(cfg["device"])
+    torch.backends.cuda.matmul.allow_tf32 = cfg["tf32"]
+    seed_everything(cfg["seed"])
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_jpegs(tmp, args.n_train + args.n_test)
+        train_paths, test_paths = paths[:args.n_train], paths[args.n_train:]
+        ours, _ = measure_ours(cfg, device, train_paths, test_paths)
+        rss, gpu = peak_memory(device)  # before the reference path, which keeps more alive
+        reference = {} if args.skip_reference else measure_reference(cfg, device, train_paths, test_paths)
+    res = {"machine": machine(device), "device": str(device), "n_train": args.n_train,
+           "n_test": args.n_test, "ours": ours, "reference": reference, "peak_rss_gb": rss,
+           "peak_gpu_gb": gpu, "projected_minutes": full_schedule_minutes(cfg, ours),
+           **{k: cfg[k] for k in ("img_size", "n_transforms", "n_transforms_test", "batch_size",
+                                  "channels_last", "amp_bf16", "tf32", "cache_device")}}
+    print(report(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return res
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
