@@ -93,7 +93,7 @@ def reference_score(model, paths, cfg, device):
     """Scoring the original's way: one decode per image, resize + rotate per test transform."""
     model.eval()
     for x in reference_batches(paths, cfg["img_size"], cfg["n_transforms_test"], 1):
-        for chunk in torch.split(x, cfg["eval_batch"]):
+        for chunk in torch.split(x, cfg["backbone_batch"]):
             model.flow(model.features(chunk.to(device)))
 
 
@@ -122,13 +122,14 @@ def measure_ours(cfg, device, train_paths, test_paths):
     gen = torch.Generator().manual_seed(0)
     epoch = lambda imgs: train_one_epoch(model, optimizer, imgs, cfg["batch_size"],
                                          cfg["n_transforms"], device, gen,
-                                         channels_last=cfg["channels_last"], amp_bf16=cfg["amp_bf16"])
+                                         channels_last=cfg["channels_last"], amp_bf16=cfg["amp_bf16"],
+                                         backbone_batch=cfg["backbone_batch"])
     epoch(images[:cfg["batch_size"]])  # warm-up step: allocator, cuDNN algorithm choice
     seconds, _ = timed(lambda: epoch(images), device)
     results["train_images_per_s"] = len(train_paths) * cfg["n_transforms"] / seconds
     angles = rotation_angles(len(test_set), cfg["n_transforms_test"], "random", gen)
     seconds, _ = timed(lambda: score_images(model, test_set.images, angles, device,
-                                            cfg["eval_batch"], cfg["channels_last"],
+                                            cfg["backbone_batch"], cfg["channels_last"],
                                             cfg["amp_bf16"]), device)
     results["score_images_per_s"] = len(test_paths) * cfg["n_transforms_test"] / seconds
     return results, model

@@ -58,7 +58,7 @@ cache_mmap = ""                     # folder for a memory-mapped image cache; ""
 channels_last = True                # channels-last convolutions (same numbers, faster on GPU)
 amp_bf16 = False                    # backbone in bfloat16 autocast on CUDA (changes scores slightly)
 tf32 = False                        # TF32 matmuls for the flow on CUDA (changes scores slightly)
-eval_batch = 64                     # transformed test images per forward pass (memory, not results)
+backbone_batch = 64                 # transformed images per backbone forward pass (memory, not results)
 
 # run
 device = "auto"                     # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'

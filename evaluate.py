@@ -67,7 +67,7 @@ def score_files(model, cfg, paths, device):
         return [], [], errors
     angles = rotation_angles(len(images), cfg["n_transforms_test"], cfg["test_rotations"],
                              evaluation_generator(cfg["seed"], 0, stream=2))
-    scores = score_images(model, torch.stack(images), angles, device, cfg["eval_batch"])
+    scores = score_images(model, torch.stack(images), angles, device, cfg["backbone_batch"])
     return good, scores.tolist(), errors
 
 
@@ -110,7 +110,7 @@ def run(args):
         rows.append([str(path), f"{score:.6f}", verdict, f"{threshold:.6f}"])
         if args.maps:
             heat = gradient_map(model, load_resized(path, cfg["img_size"]), cfg["n_transforms_test"],
-                                device, cfg["eval_batch"])
+                                device, cfg["backbone_batch"])
             save_map_figure(Path(args.out) / "maps" / map_name(path, args.target), path, heat,
                             None, score, threshold)
     write_csv(Path(args.out) / "scores.csv", rows)

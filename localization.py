@@ -176,7 +176,7 @@ def class_reports(model, state, train_set, test_set, cfg, class_name, device):
              and (test_set.labels[i] == 1 or cfg["grad_map_all"])]
     needed = range(len(test_set)) if want_pixels else shown
     maps = {i: gradient_map(model, test_set.images[i], cfg["n_transforms_test"], device,
-                            cfg["eval_batch"]) for i in needed}
+                            cfg["backbone_batch"]) for i in needed}
     if want_pixels:
         state["pixel_auroc"] = pixel_auroc([maps[i] for i in range(len(test_set))], test_set,
                                            cfg["pixel_samples_per_image"], cfg["seed"])

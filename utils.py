@@ -18,7 +18,7 @@ import config as default_config
 
 ALEXNET_MIN_SIDE = 63  # smallest input AlexNet's `features` maps to a non-empty output
 POSITIVE_INTS = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "n_transforms",
-                 "n_transforms_test", "batch_size", "meta_epochs", "sub_epochs", "eval_batch")
+                 "n_transforms_test", "batch_size", "meta_epochs", "sub_epochs", "backbone_batch")
 TEST_ROTATIONS = ("random", "fixed")
 CACHE_DEVICES = ("cpu", "device")
 ARCHITECTURE_KEYS = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "clamp_alpha")
