@@ -23,13 +23,51 @@ def checkpoint_path(checkpoint_dir, class_name):
     return os.path.join(checkpoint_dir, class_name, "checkpoint.pt")
 
 
+class AdamInBackward:
+    """Adam whose update of each parameter runs as soon as that parameter's gradient is complete,
+    during backward, after which the gradient is freed. The update equals that of one Adam over
+    all parameters, but the flow's gradients (0.7 GB at the default size) never exist all at
+    once. state_dict() has torch.optim.Adam's format."""
+
+    def __init__(self, params, **adam_args):
+        self.params = list(params)
+        self.optimizers = [torch.optim.Adam([p], **adam_args) for p in self.params]
+        for p, opt in zip(self.params, self.optimizers):
+            p.register_post_accumulate_grad_hook(self._step_and_free(opt))
+
+    @staticmethod
+    def _step_and_free(opt):
+        def hook(param):
+            opt.step()
+            param.grad = None
+        return hook
+
+    def step(self):
+        """Nothing left to do: each parameter was updated during backward."""
+
+    def zero_grad(self, set_to_none=True):
+        """Nothing to clear: each gradient was freed after its update."""
+
+    def state_dict(self):
+        groups = [dict(self.optimizers[0].state_dict()["param_groups"][0],
+                       params=list(range(len(self.params))))]
+        state = {i: opt.state_dict()["state"][0] for i, opt in enumerate(self.optimizers)
+                 if opt.state_dict()["state"]}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        group = {k: v for k, v in state_dict["param_groups"][0].items() if k != "params"}
+        for i, opt in enumerate(self.optimizers):
+            state = {0: state_dict["state"][i]} if i in state_dict["state"] else {}
+            opt.load_state_dict({"state": state, "param_groups": [dict(group, params=[0])]})
+
+
 def make_optimizer(flow, lr, betas, eps, weight_decay):
-    """Adam on the flow's parameters only (the backbone has none to train). The multi-tensor
-    (foreach) update is used on GPUs only: on the CPU it buys little and its temporaries are as
-    large as all the flow's weights (0.7 GB at the default size)."""
+    """Adam on the flow's parameters only (the backbone has none to train), stepping during
+    backward; one fused kernel per parameter on GPUs, the plain loop on the CPU."""
     params = flow_parameters(flow)
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                            foreach=params[0].is_cuda)
+    return AdamInBackward(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                          foreach=False, fused=params[0].is_cuda)
 
 
 def build_model(cfg, backbone):
@@ -59,8 +97,8 @@ def train_one_epoch(model, optimizer, images, batch_size, n_transforms, device, 
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss is {loss.item()}")
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)  # frees the gradients before the next forward
+        optimizer.step()  # AdamInBackward has stepped during backward already: a no-op there
+        optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
     return float(np.mean(losses))
 
@@ -138,7 +176,7 @@ def score_set(model, image_set, cfg, device, generator, progress=False):
                         cfg["amp_bf16"], progress)
 
 
-def new_state(cfg, class_name):
+def new_state(class_name):
     """Training state of a class that starts from scratch."""
     return {"epoch": 0, "auroc_history": [], "loss_history": [], "class_name": class_name,
             "train_seconds": 0.0}
@@ -175,43 +213,54 @@ def epoch_line(class_name, state, meta_epochs):
             f"AUROC {auroc:.4f} (max {best:.4f} @ {best_epoch})")
 
 
-def train_class(cfg, class_name, device, log=print):
-    """Train (or resume) one class; returns the final state with scores and threshold."""
-    progress = cfg["verbose"] and sys.stderr.isatty()
+def setup_model(cfg, device):
+    """Seeded model and optimizer, and the generator of the training draws."""
     seed_everything(cfg["seed"])
-    train_set, test_set = load_class_data(cfg, class_name, progress)
-    backbone = load_alexnet_features(cfg["pretrained"], cfg["weights_path"])
+    backbone = load_alexnet_features(cfg["pretrained"], cfg["weights_path"])  # fails fast
     model = build_model(cfg, backbone).to(device)
     if cfg["channels_last"]:
         model.features.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.flow, cfg["lr_init"], cfg["adam_betas"], cfg["adam_eps"],
                                cfg["weight_decay"])
-    generator = torch.Generator().manual_seed(cfg["seed"])
+    return model, optimizer, torch.Generator().manual_seed(cfg["seed"])
+
+
+def train_meta_epoch(model, optimizer, generator, train_images, cfg, device, progress):
+    """sub_epochs training epochs; returns their mean loss."""
+    jitter = (cfg["transf_brightness"], cfg["transf_contrast"], cfg["transf_saturation"])
+    losses = [train_one_epoch(model, optimizer, train_images, cfg["batch_size"],
+                              cfg["n_transforms"], device, generator, cfg["transf_rotations"],
+                              jitter, cfg["channels_last"], cfg["amp_bf16"],
+                              cfg["backbone_batch"], progress)
+              for _ in range(cfg["sub_epochs"])]
+    return float(np.mean(losses))
+
+
+def train_class(cfg, class_name, device, log=print):
+    """Train (or resume) one class; returns the model, its final state and the image sets."""
+    progress = cfg["verbose"] and sys.stderr.isatty()
+    model, optimizer, generator = setup_model(cfg, device)
+    train_set, test_set = load_class_data(cfg, class_name, progress)
     ckpt = checkpoint_path(cfg["checkpoint_dir"], class_name)
+    # restored after the data are loaded, since loading draws from torch's global RNG
     state = (restore(model, optimizer, generator, cfg, class_name, ckpt)
-             if cfg["resume"] and os.path.isfile(ckpt) else new_state(cfg, class_name))
+             if cfg["resume"] and os.path.isfile(ckpt) else new_state(class_name))
     if state["epoch"] > 0:
         log(f"[{class_name}] resumed from {ckpt} after meta epoch {state['epoch']}")
-    train_images = train_set.images.to(device) if cfg["cache_device"] == "device" else train_set.images
-    jitter = (cfg["transf_brightness"], cfg["transf_contrast"], cfg["transf_saturation"])
+    on_device = cfg["cache_device"] == "device"
+    train_images = train_set.images.to(device) if on_device else train_set.images
     while state["epoch"] < cfg["meta_epochs"]:
         started = time.perf_counter()
-        losses = []
-        for sub in range(cfg["sub_epochs"]):
-            try:
-                losses.append(train_one_epoch(model, optimizer, train_images, cfg["batch_size"],
-                                       cfg["n_transforms"], device, generator,
-                                       cfg["transf_rotations"], jitter, cfg["channels_last"],
-                                       cfg["amp_bf16"], cfg["backbone_batch"], progress))
-            except NonFiniteLossError as e:
-                raise NonFiniteLossError(
-                    f"[{class_name}] {e} in meta epoch {state['epoch'] + 1}, sub-epoch {sub + 1}; "
-                    f"the last good checkpoint ({ckpt}) is kept. Lower lr_init or clamp_alpha"
-                ) from None
-        eval_gen = evaluation_generator(cfg["seed"], state["epoch"])
-        scores = score_set(model, test_set, cfg, device, eval_gen, progress)
+        try:
+            loss = train_meta_epoch(model, optimizer, generator, train_images, cfg, device, progress)
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(
+                f"[{class_name}] {e} in meta epoch {state['epoch'] + 1}; the last good checkpoint "
+                f"({ckpt}) is kept. Lower lr_init or clamp_alpha") from None
+        scores = score_set(model, test_set, cfg, device,
+                           evaluation_generator(cfg["seed"], state["epoch"]), progress)
         state["epoch"] += 1
-        state["loss_history"].append(float(np.mean(losses)))
+        state["loss_history"].append(loss)
         state["auroc_history"].append(image_auroc(test_set.labels, scores))
         state["test_scores"] = torch.from_numpy(scores)
         state["train_seconds"] += time.perf_counter() - started
