@@ -107,7 +107,7 @@ def run(args):
     for path, score in zip(paths, scores):
         verdict = "anomalous" if score > threshold else "normal"
         print(f"{path}  score {score:.4f}  {verdict}")
-        rows.append([str(path), f"{score:.6f}", verdict, f"{threshold:.6f}"])
+        rows.append([str(path), repr(score), verdict, repr(float(threshold))])
         if args.maps:
             heat = gradient_map(model, load_resized(path, cfg["img_size"]), cfg["n_transforms_test"],
                                 device, cfg["backbone_batch"])
