@@ -27,7 +27,7 @@ from torchvision import transforms
 from data import IMAGENET_MEAN, IMAGENET_STD, build_image_set, rotation_angles
 from model import flow_parameters, load_alexnet_features, nll_loss
 from train import build_model, make_optimizer, score_images, train_one_epoch
-from utils import resolve_config, resolve_device, seed_everything
+from utils import resolve_config, resolve_device, return_freed_memory_to_os, seed_everything
 
 VISA_SIZE = (1500, 1000)
 
@@ -185,6 +185,7 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--skip_reference", action="store_true", help="measure this repo only")
     args, overrides = parser.parse_known_args(argv)
+    return_freed_memory_to_os()
     cfg = resolve_config(["--pretrained=False", *overrides])
     device = resolve_device(cfg["device"])
     torch.backends.cuda.matmul.allow_tf32 = cfg["tf32"]

@@ -15,7 +15,8 @@ import torch
 from data import BadImageError, find_class_files
 from model import WeightsUnavailableError
 from train import NonFiniteLossError, train_class
-from utils import atomic_write, check_writable, format_config, resolve_config, resolve_device, write_results
+from utils import (atomic_write, check_writable, format_config, resolve_config, resolve_device,
+                   return_freed_memory_to_os, write_results)
 
 # VisA image AUROC of the seed implementation (max over epochs), from SPEC.md
 SEED_AUROC = {"candle": 0.8825, "capsules": 0.7145, "cashew": 0.9701, "chewinggum": 0.9685,
@@ -115,6 +116,7 @@ def configure_torch(cfg):
 
 
 def run(argv):
+    return_freed_memory_to_os()
     cfg = resolve_config(argv)
     rank, world_size, device = distributed_setup(cfg)
     configure_torch(cfg)
