@@ -166,12 +166,19 @@ def load_class_data(cfg, class_name, progress=False):
     return train, test
 
 
-def score_set(model, image_set, cfg, device, generator, progress=False):
-    """Scores of an ImageSet with the configured test rotations."""
-    images = image_set.images
+def images_for(image_set, cfg, device):
+    """The uint8 cache where batches are cut from: on the GPU (cache_device='device'), or in
+    page-locked host memory so that copies to a GPU overlap with compute."""
     if cfg["cache_device"] == "device":
-        images = images.to(device)
-    angles = rotation_angles(len(image_set), cfg["n_transforms_test"], cfg["test_rotations"], generator)
+        return image_set.images.to(device)
+    if device.type == "cuda" and not cfg["cache_mmap"]:
+        return image_set.images.pin_memory()
+    return image_set.images
+
+
+def score_set(model, images, cfg, device, generator, progress=False):
+    """Scores of uint8 images (N, 3, S, S) with the configured test rotations."""
+    angles = rotation_angles(len(images), cfg["n_transforms_test"], cfg["test_rotations"], generator)
     return score_images(model, images, angles, device, cfg["backbone_batch"], cfg["channels_last"],
                         cfg["amp_bf16"], progress)
 
@@ -247,8 +254,8 @@ def train_class(cfg, class_name, device, log=print):
              if cfg["resume"] and os.path.isfile(ckpt) else new_state(class_name))
     if state["epoch"] > 0:
         log(f"[{class_name}] resumed from {ckpt} after meta epoch {state['epoch']}")
-    on_device = cfg["cache_device"] == "device"
-    train_images = train_set.images.to(device) if on_device else train_set.images
+    train_images = images_for(train_set, cfg, device)
+    test_images = images_for(test_set, cfg, device)
     while state["epoch"] < cfg["meta_epochs"]:
         started = time.perf_counter()
         try:
@@ -257,7 +264,7 @@ def train_class(cfg, class_name, device, log=print):
             raise NonFiniteLossError(
                 f"[{class_name}] {e} in meta epoch {state['epoch'] + 1}; the last good checkpoint "
                 f"({ckpt}) is kept. Lower lr_init or clamp_alpha") from None
-        scores = score_set(model, test_set, cfg, device,
+        scores = score_set(model, test_images, cfg, device,
                            evaluation_generator(cfg["seed"], state["epoch"]), progress)
         state["epoch"] += 1
         state["loss_history"].append(loss)
@@ -265,14 +272,15 @@ def train_class(cfg, class_name, device, log=print):
         state["test_scores"] = torch.from_numpy(scores)
         state["train_seconds"] += time.perf_counter() - started
         if state["epoch"] == cfg["meta_epochs"]:
-            state["threshold"] = training_threshold(model, train_set, cfg, device, progress)
+            state["threshold"] = training_threshold(model, train_images, cfg, device, progress)
         log(epoch_line(class_name, state, cfg["meta_epochs"]))
         if cfg["save_model"]:
             save_checkpoint(ckpt, snapshot(model, optimizer, generator, cfg, state))
     return model, state, train_set, test_set
 
 
-def training_threshold(model, train_set, cfg, device, progress=False):
+def training_threshold(model, train_images, cfg, device, progress=False):
     """Verdict threshold: the threshold_percentile-th percentile of the training images' scores."""
-    scores = score_set(model, train_set, cfg, device, evaluation_generator(cfg["seed"], 0, stream=1), progress)
+    scores = score_set(model, train_images, cfg, device,
+                       evaluation_generator(cfg["seed"], 0, stream=1), progress)
     return float(np.percentile(scores, cfg["threshold_percentile"]))

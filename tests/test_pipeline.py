@@ -51,7 +51,7 @@ def test_checkpoint_in_a_fresh_model_gives_identical_scores(tmp_path, toy_class)
     model.flow.load_state_dict(state["flow"])
     model.features.backbone.load_state_dict(state["backbone"])
     _, test_set = load_class_data(cfg, "toy")
-    scores = score_set(model, test_set, cfg, torch.device("cpu"), evaluation_generator(0, 1))
+    scores = score_set(model, test_set.images, cfg, torch.device("cpu"), evaluation_generator(0, 1))
     assert np.array_equal(scores, state["test_scores"].numpy())
 
 

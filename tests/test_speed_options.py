@@ -15,7 +15,7 @@ def test_channels_last_gives_the_plain_scores(tmp_path, toy_class):
     model, state, _, test_set = train_class(cfg, "toy", torch.device("cpu"))
     fast = dict(cfg, channels_last=True)
     model.features.to(memory_format=torch.channels_last)
-    scores = score_set(model, test_set, fast, torch.device("cpu"), evaluation_generator(0, 0))
+    scores = score_set(model, test_set.images, fast, torch.device("cpu"), evaluation_generator(0, 0))
     np.testing.assert_allclose(scores, state["test_scores"].numpy(), rtol=1e-4)
 
 
@@ -23,7 +23,7 @@ def test_bf16_backbone_scores_within_tolerance(tmp_path, toy_class):
     cfg = resolve_config(tiny_args(tmp_path, meta_epochs=1, save_model=False))
     model, state, _, test_set = train_class(cfg, "toy", torch.device("cpu"))
     fast = dict(cfg, amp_bf16=True)
-    scores = score_set(model, test_set, fast, torch.device("cpu"), evaluation_generator(0, 0))
+    scores = score_set(model, test_set.images, fast, torch.device("cpu"), evaluation_generator(0, 0))
     plain = state["test_scores"].numpy()
     assert np.max(np.abs(scores - plain) / plain) < BF16_TOLERANCE
     assert not np.array_equal(scores, plain)  # bf16 really ran
