@@ -120,10 +120,10 @@ def measure_ours(cfg, device, train_paths, test_paths):
                                cfg["weight_decay"])
     images = train_set.images.to(device) if cfg["cache_device"] == "device" else train_set.images
     gen = torch.Generator().manual_seed(0)
-    epoch = lambda imgs: train_one_epoch(model, optimizer, imgs, cfg["batch_size"],
-                                         cfg["n_transforms"], device, gen,
-                                         channels_last=cfg["channels_last"], amp_bf16=cfg["amp_bf16"],
-                                         backbone_batch=cfg["backbone_batch"])
+    def epoch(imgs):
+        return train_one_epoch(model, optimizer, imgs, cfg["batch_size"], cfg["n_transforms"],
+                               device, gen, channels_last=cfg["channels_last"],
+                               amp_bf16=cfg["amp_bf16"], backbone_batch=cfg["backbone_batch"])
     epoch(images[:cfg["batch_size"]])  # warm-up step: allocator, cuDNN algorithm choice
     seconds, _ = timed(lambda: epoch(images), device)
     results["train_images_per_s"] = len(train_paths) * cfg["n_transforms"] / seconds

@@ -1,6 +1,5 @@
 """Where the model sees defects: gradient maps, pixel-level AUROC, and the plots of a class."""
 import math
-import os
 from pathlib import Path
 
 import matplotlib

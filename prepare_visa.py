@@ -126,8 +126,12 @@ def write_class(visa_root, rows, work_dir):
 
 
 def counts_on_disk(class_dir):
-    count = (lambda sub: sum(1 for p in (class_dir / sub).iterdir() if not p.name.startswith("."))
-             if (class_dir / sub).is_dir() else -1)
+    """Files in train/good, test/good, test/anomaly, ground_truth/anomaly (-1: no folder)."""
+    def count(sub):
+        folder = class_dir / sub
+        if not folder.is_dir():
+            return -1
+        return sum(1 for p in folder.iterdir() if not p.name.startswith("."))
     return (count("train/good"), count("test/good"), count("test/anomaly"),
             count("ground_truth/anomaly"))
 

@@ -154,8 +154,9 @@ def load_class_data(cfg, class_name, progress=False):
     """Decoded train and test ImageSets of a class (cache in memory or memory-mapped)."""
     train_paths, (test_paths, test_labels, test_masks) = find_class_files(cfg["dataset_path"],
                                                                          class_name)
-    mmap = (lambda split: os.path.join(cfg["cache_mmap"], f"{class_name}_{split}.npy")
-            if cfg["cache_mmap"] else "")
+    def mmap(split):
+        return os.path.join(cfg["cache_mmap"], f"{class_name}_{split}.npy") if cfg["cache_mmap"] else ""
+
     common = dict(size=cfg["img_size"], num_workers=cfg["num_workers"],
                   skip_bad=cfg["skip_bad_images"], progress=progress)
     train = build_image_set(train_paths, np.zeros(len(train_paths), np.int64),

@@ -9,7 +9,6 @@ import time
 
 import pytest
 import torch
-from PIL import Image
 
 import main
 import train

@@ -77,7 +77,7 @@ def test_soft_clamp_is_the_papers_not_freias_atan():
 def test_subnet_shape_follows_spec():
     flow = build_flow(768, 1, 2048, 0.0, 3.0)
     layers = [m for m in flow.module_list[1].subnet1 if isinstance(m, torch.nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in layers] == [
+    assert [(layer.in_features, layer.out_features) for layer in layers] == [
         (384, 2048), (2048, 2048), (2048, 2048), (2048, 768)]
 
 

@@ -1,17 +1,12 @@
 """End to end on a tiny synthetic class: results, checkpoints, resume, determinism."""
 import csv
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
 import main
-from conftest import ROOT, tiny_args
+from conftest import tiny_args
 from train import build_model, checkpoint_path, evaluation_generator, load_class_data, score_set
 from utils import load_checkpoint, resolve_config
 

@@ -55,7 +55,7 @@ def test_layout_masks_links_and_counts(raw, tmp_path, capsys):
     for name, (n_train, n_test, n_bad) in COUNTS.items():
         train, (test, labels, masks) = find_class_files(out, name)
         assert len(train) == n_train and int((labels == 0).sum()) == n_test
-        assert int(labels.sum()) == n_bad and all(m is not None for m, l in zip(masks, labels) if l)
+        assert int(labels.sum()) == n_bad and all(m is not None for m, lab in zip(masks, labels) if lab)
     gt = np.asarray(Image.open(out / "candle" / "ground_truth" / "anomaly" / "002.png"))
     assert gt.dtype == np.uint8 and set(np.unique(gt)) == {0, 255} and (gt == 255).sum() == 12
     src, dst = raw / "candle/Data/Images/Anomaly/001.JPG", out / "candle/test/anomaly/001.JPG"

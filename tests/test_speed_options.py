@@ -4,7 +4,7 @@ import torch
 
 import main
 from conftest import tiny_args
-from train import checkpoint_path, evaluation_generator, load_class_data, score_set, train_class
+from train import checkpoint_path, evaluation_generator, score_set, train_class
 from utils import load_checkpoint, resolve_config
 
 BF16_TOLERANCE = 0.05  # relative difference of bf16-autocast scores from fp32 ones, at most
