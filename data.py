@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -136,7 +137,6 @@ def _collate(items):
 
 def decode_all(paths, size, num_workers, skip_bad, out, progress=False):
     """Fill `out` (N, 3, S, S) uint8 with the resized images; returns indices of bad files."""
-    from tqdm import tqdm
     loader = DataLoader(_DecodeDataset(paths, size), batch_size=16, num_workers=num_workers,
                         collate_fn=_collate)
     bad = []

@@ -4,7 +4,6 @@
     torchrun --nproc_per_node=N main.py ...   (rank r trains every N-th class)
 """
 import json
-import math
 import os
 import sys
 import traceback
@@ -14,7 +13,8 @@ import torch
 
 from data import BadImageError, find_class_files
 from model import WeightsUnavailableError
-from train import NonFiniteLossError, train_class
+from localization import class_reports, summary_plot
+from train import NonFiniteLossError, best_auroc, train_class
 from utils import (atomic_write, check_writable, format_config, resolve_config, resolve_device,
                    return_freed_memory_to_os, write_results)
 
@@ -40,13 +40,11 @@ RESULT_COLUMNS = [
 
 def class_row(class_name, state, train_set, test_set):
     """One results row from a finished class."""
-    hist = state["auroc_history"]
-    valid = [a for a in hist if not math.isnan(a)]
-    best = max(valid) if valid else float("nan")
-    return {"class": class_name, "auroc_last": hist[-1], "auroc_max": best,
-            "epoch_max": hist.index(best) + 1 if valid else None,
-            "pixel_auroc": state.get("pixel_auroc"), "seed_auroc": SEED_AUROC.get(class_name),
-            "train_images": len(train_set), "test_normal": int((test_set.labels == 0).sum()),
+    best, best_epoch = best_auroc(state["auroc_history"])
+    return {"class": class_name, "auroc_last": state["auroc_history"][-1], "auroc_max": best,
+            "epoch_max": best_epoch, "pixel_auroc": state.get("pixel_auroc"),
+            "seed_auroc": SEED_AUROC.get(class_name), "train_images": len(train_set),
+            "test_normal": int((test_set.labels == 0).sum()),
             "test_anomalous": int((test_set.labels == 1).sum()),
             "skipped_images": len(train_set.skipped) + len(test_set.skipped),
             "train_minutes": state["train_seconds"] / 60.0, "status": "ok"}
@@ -63,7 +61,6 @@ def run_class(cfg, class_name, device):
     except NonFiniteLossError as e:
         print(f"ERROR {e}", file=sys.stderr)
         return failed_row(class_name, "non-finite loss")
-    from localization import class_reports
     class_reports(model, state, train_set, test_set, cfg, class_name, device)
     return class_row(class_name, state, train_set, test_set)
 
@@ -137,7 +134,6 @@ def run(argv):
         dist.destroy_process_group()
     if rank == 0:
         rows = write_results(rows, cfg["results_dir"], RESULT_COLUMNS)
-        from localization import summary_plot
         summary_plot(rows, SEED_AUROC, cfg["results_dir"])
         print(Path(cfg["results_dir"], "results.md").read_text())
     return rows

@@ -12,7 +12,8 @@ from tqdm import tqdm
 
 from data import build_image_set, find_class_files, make_batch, rotation_angles
 from model import DifferNet, anomaly_score, flow_parameters, load_alexnet_features, nll_loss
-from utils import check_checkpoint_matches, load_checkpoint, save_checkpoint, seed_everything
+from utils import (check_checkpoint_matches, fmt, load_checkpoint, save_checkpoint,
+                   seed_everything)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -168,12 +169,10 @@ def load_class_data(cfg, class_name, progress=False):
 
 
 def images_for(image_set, cfg, device):
-    """The uint8 cache where batches are cut from: on the GPU (cache_device='device'), or in
-    page-locked host memory so that copies to a GPU overlap with compute."""
+    """The uint8 cache that batches are cut from: moved to the GPU once when
+    cache_device='device' (0.54 GB for 900 images at 448 px), else left in host memory."""
     if cfg["cache_device"] == "device":
         return image_set.images.to(device)
-    if device.type == "cuda" and not cfg["cache_mmap"]:
-        return image_set.images.pin_memory()
     return image_set.images
 
 
@@ -210,15 +209,20 @@ def snapshot(model, optimizer, generator, cfg, state):
             "rng_torch": torch.get_rng_state(), "config": dict(cfg)}
 
 
+def best_auroc(history):
+    """(max AUROC, its 1-based epoch), ignoring undefined values; (nan, None) when none."""
+    valid = [a for a in history if not math.isnan(a)]
+    if not valid:
+        return float("nan"), None
+    return max(valid), history.index(max(valid)) + 1
+
+
 def epoch_line(class_name, state, meta_epochs):
     """`[candle] epoch 3/24  loss -1.2345  AUROC 0.9123 (max 0.9250 @ 2)`"""
-    hist = state["auroc_history"]
-    epoch, auroc = state["epoch"], hist[-1]
-    valid = [a for a in hist if not math.isnan(a)]
-    best = max(valid) if valid else float("nan")
-    best_epoch = hist.index(best) + 1 if valid else 0
-    return (f"[{class_name}] epoch {epoch}/{meta_epochs}  loss {state['loss_history'][-1]:.4f}  "
-            f"AUROC {auroc:.4f} (max {best:.4f} @ {best_epoch})")
+    best, best_epoch = best_auroc(state["auroc_history"])
+    return (f"[{class_name}] epoch {state['epoch']}/{meta_epochs}  "
+            f"loss {state['loss_history'][-1]:.4f}  AUROC {fmt(state['auroc_history'][-1])} "
+            f"(max {fmt(best)} @ {fmt(best_epoch)})")
 
 
 def setup_model(cfg, device):
