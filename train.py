@@ -198,6 +198,8 @@ def restore(model, optimizer, generator, cfg, class_name, path):
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["rng_train"])
     torch.set_rng_state(state["rng_torch"])
+    if state.get("rng_cuda") and torch.cuda.device_count() == len(state["rng_cuda"]):
+        torch.cuda.set_rng_state_all(state["rng_cuda"])  # dropout draws on the GPU
     return state
 
 
@@ -206,7 +208,9 @@ def snapshot(model, optimizer, generator, cfg, state):
     return {**state, "flow": model.flow.state_dict(),
             "backbone": model.features.backbone.state_dict(),
             "optimizer": optimizer.state_dict(), "rng_train": generator.get_state(),
-            "rng_torch": torch.get_rng_state(), "config": dict(cfg)}
+            "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "config": dict(cfg)}
 
 
 def best_auroc(history):
