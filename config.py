@@ -57,7 +57,7 @@ cache_device = "cpu"                # where the decoded uint8 images live: 'cpu'
 cache_mmap = ""                     # folder for a memory-mapped image cache; "" = keep it in memory
 channels_last = True                # channels-last convolutions (same numbers, faster on GPU)
 amp_bf16 = False                    # backbone in bfloat16 autocast on CUDA (changes scores slightly)
-tf32 = False                        # TF32 matmuls for the flow on CUDA (changes scores slightly)
+tf32 = False                        # TF32 for the flow's matmuls on CUDA (changes scores slightly)
 backbone_batch = 64                 # transformed images per backbone forward pass (memory, not results)
 
 # run

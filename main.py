@@ -78,6 +78,8 @@ def distributed_setup(cfg):
     import torch.distributed as dist
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and cfg["device"] != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)  # NCCL's barrier runs on the current device
     dist.init_process_group("nccl" if use_cuda else "gloo")
     device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
     return rank, world_size, device
@@ -107,9 +109,8 @@ def check_outputs_and_data(cfg, class_names):
 
 
 def configure_torch(cfg):
-    """Numerics switches that are off unless asked for."""
+    """TF32 for the flow's matmuls only when asked for; convolutions keep PyTorch's default."""
     torch.backends.cuda.matmul.allow_tf32 = cfg["tf32"]
-    torch.backends.cudnn.allow_tf32 = cfg["tf32"]
 
 
 def run(argv):
