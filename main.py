@@ -15,8 +15,8 @@ from data import BadImageError, find_class_files
 from model import WeightsUnavailableError
 from localization import class_reports, summary_plot
 from train import NonFiniteLossError, best_auroc, train_class
-from utils import (atomic_write, check_writable, format_config, resolve_config, resolve_device,
-                   return_freed_memory_to_os, write_results)
+from utils import (atomic_write, check_writable, default_values, format_config, resolve_config,
+                   resolve_device, return_freed_memory_to_os, write_results)
 
 # VisA image AUROC of the seed implementation (max over epochs), from SPEC.md
 SEED_AUROC = {"candle": 0.8825, "capsules": 0.7145, "cashew": 0.9701, "chewinggum": 0.9685,
@@ -142,6 +142,9 @@ def run(argv):
 
 def main(argv):
     """Entry point: expected failures end with one clear message and exit code 1."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"{__doc__}\nconfig names and defaults (config.py):\n{format_config(default_values())}")
+        return 0
     try:
         run(argv)
     except (ValueError, TypeError, KeyError, FileNotFoundError, BadImageError,

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from data import build_image_set, find_class_files, make_batch, rotation_angles
 from model import DifferNet, anomaly_score, flow_parameters, load_alexnet_features, nll_loss
-from utils import (check_checkpoint_matches, fmt, load_checkpoint, save_checkpoint,
+from utils import (changed_training_settings, check_checkpoint_matches, fmt, load_checkpoint, save_checkpoint,
                    seed_everything)
 
 
@@ -193,6 +193,10 @@ def restore(model, optimizer, generator, cfg, class_name, path):
     """Continue from a checkpoint of the same class and architecture."""
     state = load_checkpoint(path)
     check_checkpoint_matches(state, cfg, class_name, path)
+    changed = changed_training_settings(state, cfg)
+    if changed:
+        warnings.warn(f"resuming '{path}' with settings other than it was trained with: "
+                      f"{', '.join(changed)}; the result will differ from an uninterrupted run")
     model.flow.load_state_dict(state["flow"])
     model.features.backbone.load_state_dict(state["backbone"])
     optimizer.load_state_dict(state["optimizer"])

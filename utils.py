@@ -218,6 +218,17 @@ def load_checkpoint(path, map_location="cpu"):
     return state
 
 
+def changed_training_settings(state, cfg):
+    """Names whose value differs from the checkpoint's, other than the architecture and the
+    run's own bookkeeping: a resumed run then no longer equals an uninterrupted one."""
+    ignored = set(ARCHITECTURE_KEYS) | {
+        "resume", "meta_epochs", "verbose", "device", "num_workers", "checkpoint_dir",
+        "results_dir", "class_names", "dataset_path", "make_demo_data", "save_model",
+        "cache_device", "cache_mmap", "grad_map_viz", "grad_map_all", "pixel_auroc",
+        "pixel_samples_per_image", "threshold_percentile"}
+    return sorted(k for k in cfg if k not in ignored and state["config"].get(k) != cfg[k])
+
+
 def check_checkpoint_matches(state, cfg, class_name, path):
     """Refuse a checkpoint of another class or architecture, listing what differs."""
     diffs = [f"{k}: checkpoint {state['config'].get(k)!r} vs config {cfg[k]!r}"

@@ -74,3 +74,10 @@ def test_main_prints_one_clear_error_and_exits_1(tmp_path):
     assert out.returncode == 1
     assert "error: img_size=448 with n_scales=4" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_help_lists_every_config_name():
+    out = subprocess.run([sys.executable, "main.py", "--help"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "python main.py [preset.py]" in out.stdout
+    assert all(f"  {name} " in out.stdout for name in vars(config) if not name.startswith("_"))
