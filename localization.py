@@ -17,6 +17,7 @@ from data import make_batch, read_rgb, rotate, rotation_angles  # noqa: E402
 from model import nll_loss  # noqa: E402
 
 GRAD_SIGMA = 3.0  # px, the blur of the reference localisation
+BLUR_KERNEL = 2 * math.ceil(3 * GRAD_SIGMA) + 1  # covers +-3 sigma
 
 
 def gradient_map(model, image_uint8, n_rotations, device, chunk=64):
@@ -33,8 +34,7 @@ def gradient_map(model, image_uint8, n_rotations, device, chunk=64):
         # the batch mean would scale every chunk by 1/len(part); the sum keeps chunks comparable
         grad, = torch.autograd.grad(nll_loss(z, log_jac_det) * len(part), x)
         back = rotate(grad, -part)
-        kernel = 2 * math.ceil(3 * GRAD_SIGMA) + 1
-        blurred = gaussian_blur(back, [kernel, kernel], [GRAD_SIGMA, GRAD_SIGMA])
+        blurred = gaussian_blur(back, [BLUR_KERNEL, BLUR_KERNEL], [GRAD_SIGMA, GRAD_SIGMA])
         total += blurred.abs().mean(dim=1).sum(dim=0)
     return ((total / n_rotations) ** 2).detach().cpu()
 

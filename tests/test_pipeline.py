@@ -1,5 +1,6 @@
 """End to end on a tiny synthetic class: results, checkpoints, resume, determinism."""
 import csv
+import warnings
 
 import numpy as np
 import pytest
@@ -53,7 +54,11 @@ def test_checkpoint_in_a_fresh_model_gives_identical_scores(tmp_path, toy_class)
 def test_resumed_run_equals_uninterrupted_run(tmp_path, toy_class):
     full = run_main(tmp_path, meta_epochs=3, checkpoint_dir=str(tmp_path / "a"))
     run_main(tmp_path, meta_epochs=1, checkpoint_dir=str(tmp_path / "b"))
-    resumed = run_main(tmp_path, meta_epochs=3, checkpoint_dir=str(tmp_path / "b"), resume=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = run_main(tmp_path, meta_epochs=3, checkpoint_dir=str(tmp_path / "b"),
+                           resume=True)
+    assert not any("trained with" in str(w.message) for w in caught)  # same settings: no warning
     a = load_checkpoint(checkpoint_path(tmp_path / "a", "toy"))
     b = load_checkpoint(checkpoint_path(tmp_path / "b", "toy"))
     assert a["auroc_history"] == b["auroc_history"]
