@@ -1,38 +1,38 @@
 """Turn the official VisA download into the per-class layout DifferNet reads, by the 1cls split.
 
     python prepare_visa.py --visa_root PATH/TO/VisA [--out data/visa] [--classes candle pcb1]
+                           [--link copy|hardlink] [--split_csv FILE]
 
-Writes CLASS/train/good, CLASS/test/good, CLASS/test/anomaly and
-CLASS/ground_truth/anomaly/<stem>.png (masks binarised to 0/255). Images are
-hard-linked where possible, copied otherwise, never re-encoded. Each class is
-built in CLASS.partial and renamed when complete, so an interrupted run is
-redone and a finished class is verified and skipped.
+Writes CLASS/train/good, CLASS/test/good, CLASS/test/anomaly,
+CLASS/ground_truth/anomaly/<stem>.png (masks binarised to 0/255) and
+CLASS/defects.csv (image stem, defect label from VisA's image_anno.csv).
+Images are copied byte for byte (never re-encoded; --link=hardlink shares them
+with the download instead). Each class is built in CLASS.partial and renamed
+when complete; its marker records every file's hash, so a re-run skips intact
+classes and rebuilds damaged ones. The download is only read.
 """
 import argparse
 import csv
-import json
 import os
-import shutil
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from prepare_common import (PrepareError, add_link_option, binarise_mask, build_class,
+                            check_out_writable, file_digest, place_file, run, text_digest)
 
 SPLIT_CSV = os.path.join("split_csv", "1cls.csv")
+BUNDLED_SPLIT = Path(__file__).resolve().parent / "splits" / "visa_1cls.csv"
 CSV_COLUMNS = ["object", "split", "label", "image", "mask"]
-MARKER = ".prepared.json"
+ROW_KINDS = {("train", "normal"): "train/good", ("test", "normal"): "test/good",
+             ("test", "anomaly"): "test/anomaly"}
+ANNO_CSV = "image_anno.csv"
 # (train normal, test normal, test anomaly) of the official 1cls split
 OFFICIAL_COUNTS = {
     "candle": (900, 100, 100), "capsules": (542, 60, 100), "cashew": (450, 50, 100),
     "chewinggum": (453, 50, 100), "fryum": (450, 50, 100), "macaroni1": (900, 100, 100),
     "macaroni2": (900, 100, 100), "pcb1": (904, 100, 100), "pcb2": (901, 100, 100),
     "pcb3": (905, 101, 100), "pcb4": (904, 101, 100), "pipe_fryum": (450, 50, 100)}
-
-
-class PrepareError(Exception):
-    """A problem with the download, the split or the output folder; the message says what to do."""
 
 
 def check_root(visa_root):
@@ -52,36 +52,54 @@ def check_root(visa_root):
                            f"use it directly as dataset_path (--dataset_path='{root}')")
 
 
+def split_source(visa_root, split_csv=None):
+    """The split file: --split_csv, else the download's, else the copy shipped in splits/."""
+    if split_csv:
+        return Path(split_csv)
+    downloaded = Path(visa_root) / SPLIT_CSV
+    return downloaded if downloaded.is_file() else BUNDLED_SPLIT
+
+
+def check_split_row(row, where):
+    """One parsed row of the split CSV: all five columns, a known split and label."""
+    if None in row or None in row.values():
+        raise PrepareError(f"{where}: expected the {len(CSV_COLUMNS)} columns {CSV_COLUMNS}, "
+                           f"found {len([v for v in row.values() if v is not None])}")
+    if (row["split"], row["label"]) not in ROW_KINDS:
+        raise PrepareError(f"{where}: split={row['split']!r}, label={row['label']!r}; expected "
+                           f"train/normal, test/normal or test/anomaly")
+    if not row["object"] or not row["image"]:
+        raise PrepareError(f"{where}: empty object or image column")
+
+
+def parse_split(f, csv_path):
+    reader = csv.DictReader(f)
+    if reader.fieldnames != CSV_COLUMNS:
+        raise PrepareError(f"split file '{csv_path}' has columns {reader.fieldnames}; expected "
+                           f"{CSV_COLUMNS} (VisA's split_csv/1cls.csv)")
+    rows = defaultdict(list)
+    for row in reader:
+        check_split_row(row, f"split file '{csv_path}', line {reader.line_num}")
+        rows[row["object"]].append(row)
+    return dict(rows)
+
+
 def read_split(csv_path):
-    """Rows of the split CSV grouped by class, after checking its header."""
+    """Rows of the split CSV grouped by class, every row checked."""
     if not os.path.isfile(csv_path):
         raise PrepareError(f"split file '{csv_path}' not found; it ships with VisA as "
-                           f"{SPLIT_CSV} (or pass --split_csv PATH)")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != CSV_COLUMNS:
-            raise PrepareError(f"'{csv_path}' has columns {reader.fieldnames}; expected "
-                               f"{CSV_COLUMNS} (VisA's split_csv/1cls.csv)")
-        rows = defaultdict(list)
-        for row in reader:
-            rows[row["object"]].append(row)
-    return dict(rows)
+                           f"{SPLIT_CSV} and with this repository as splits/visa_1cls.csv")
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            return parse_split(f, csv_path)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise PrepareError(f"cannot read split file '{csv_path}': {e}") from None
 
 
 def split_counts(rows):
     """(train normal, test normal, test anomaly) of a class's rows."""
     c = Counter((r["split"], r["label"]) for r in rows)
     return c[("train", "normal")], c[("test", "normal")], c[("test", "anomaly")]
-
-
-def destination(row):
-    """Sub-folder of a row in the prepared layout."""
-    if row["split"] == "train" and row["label"] == "normal":
-        return "train/good"
-    if row["split"] == "test":
-        return "test/good" if row["label"] == "normal" else "test/anomaly"
-    raise PrepareError(f"row {row} has split={row['split']!r}, label={row['label']!r}; "
-                       f"expected train/normal, test/normal or test/anomaly")
 
 
 def check_files_exist(visa_root, rows):
@@ -95,81 +113,91 @@ def check_files_exist(visa_root, rows):
                                    f"split; re-extract the VisA archive")
 
 
-def link_or_copy(src, dst):
-    """Hard link (no extra space, bytes unchanged); copy where linking is not possible."""
+def image_key(path):
+    """'Anomaly/000.JPG': the same image in the split and in image_anno.csv, whatever the prefix."""
+    return "/".join(Path(path.replace("\\", "/")).parts[-2:])
+
+
+def read_defect_labels(anno_path):
+    """{image key: defect label(s)} from a class's image_anno.csv (labels kept verbatim)."""
     try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+        with open(anno_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not {"image", "label"} <= set(reader.fieldnames or []):
+                raise PrepareError(f"'{anno_path}' has columns {reader.fieldnames}; expected "
+                                   f"image,label,mask (VisA's {ANNO_CSV})")
+            labels = {}
+            for row in reader:
+                if not row.get("image") or row.get("label") is None:
+                    raise PrepareError(f"'{anno_path}', line {reader.line_num}: missing image or "
+                                       f"label")
+                labels[image_key(row["image"])] = row["label"]
+            return labels
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise PrepareError(f"cannot read '{anno_path}': {e}") from None
 
 
-def binarise_mask(src, dst):
-    """VisA masks hold defect-class ids; anything non-zero is anomalous -> 255."""
-    with Image.open(src) as m:
-        arr = np.asarray(m.convert("L")) > 0
-    Image.fromarray((arr * 255).astype(np.uint8), mode="L").save(dst)
+def write_defects(rows, labels, path):
+    """defects.csv: each anomalous test image's stem and its VisA defect label(s)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "defect"])
+        for row in rows:
+            if row["label"] == "anomaly":
+                label = labels.get(image_key(row["image"]), "")
+                writer.writerow([Path(row["image"]).stem,
+                                 label if label and label != "normal" else "anomaly"])
 
 
-def write_class(visa_root, rows, work_dir):
+def write_class(visa_root, rows, labels, link, work_dir):
     """Build one class in work_dir from its split rows."""
-    for sub in ("train/good", "test/good", "test/anomaly", "ground_truth/anomaly"):
+    for sub in (*ROW_KINDS.values(), "ground_truth/anomaly"):
         (work_dir / sub).mkdir(parents=True, exist_ok=True)
     for row in rows:
         src = Path(visa_root) / row["image"]
-        dst = work_dir / destination(row) / src.name
+        dst = work_dir / ROW_KINDS[(row["split"], row["label"])] / src.name
         if dst.exists():
             raise PrepareError(f"two split rows map to '{dst}'; the split CSV repeats {src.name}")
-        link_or_copy(src, dst)
+        place_file(src, dst, link)
         if row["label"] == "anomaly":
-            binarise_mask(Path(visa_root) / row["mask"], work_dir / "ground_truth" / "anomaly"
-                          / f"{src.stem}.png")
+            binarise_mask(Path(visa_root) / row["mask"],
+                          work_dir / "ground_truth" / "anomaly" / f"{src.stem}.png")
+    if labels is not None:
+        write_defects(rows, labels, work_dir / "defects.csv")
 
 
 def counts_on_disk(class_dir):
-    """Files in train/good, test/good, test/anomaly, ground_truth/anomaly (-1: no folder)."""
-    def count(sub):
-        folder = class_dir / sub
-        if not folder.is_dir():
-            return -1
-        return sum(1 for p in folder.iterdir() if not p.name.startswith("."))
-    return (count("train/good"), count("test/good"), count("test/anomaly"),
-            count("ground_truth/anomaly"))
+    """Files in train/good, test/good, test/anomaly, ground_truth/anomaly."""
+    return tuple(sum(1 for p in (class_dir / sub).iterdir() if not p.name.startswith("."))
+                 for sub in (*ROW_KINDS.values(), "ground_truth/anomaly"))
 
 
-def verify_class(class_dir, expected):
-    """True when a prepared class holds exactly the split's files (masks: one per anomaly)."""
-    marker = class_dir / MARKER
-    if not marker.is_file():
-        return False
-    recorded = json.loads(marker.read_text())
-    return (tuple(recorded["counts"]) == tuple(expected)
-            and counts_on_disk(class_dir) == (*expected, expected[2]))
+def class_settings(name, rows, anno_path, link):
+    """What a finished class must have been built from; any change means a rebuild."""
+    rows_text = "\n".join(",".join(r[c] for c in CSV_COLUMNS) for r in rows)
+    return {"script": "prepare_visa.py", "class": name, "link": link,
+            "split": text_digest(rows_text), "counts": list(split_counts(rows)),
+            "image_anno": file_digest(anno_path) if anno_path.is_file() else None}
 
 
-def prepare_class(visa_root, name, rows, out):
-    """Verify-and-skip, or (re)build one class atomically; returns 'skipped' or 'written'."""
+def prepare_class(visa_root, name, rows, out, link="copy"):
+    """Verify-and-skip, or (re)build one class aside; returns 'skipped' or 'written'."""
     expected = split_counts(rows)
-    final, work = out / name, out / f"{name}.partial"
-    if final.exists() and verify_class(final, expected):
-        if work.exists():
-            shutil.rmtree(work)  # a leftover of an interrupted re-run
-        return "skipped"
-    if final.exists() and not (final / MARKER).is_file():
-        raise PrepareError(f"'{final}' exists but was not written by prepare_visa.py; move it away "
-                           f"or choose another --out")
-    check_files_exist(visa_root, rows)
-    if work.exists():
-        shutil.rmtree(work)  # left by an interrupted run
-    write_class(visa_root, rows, work)
-    written = counts_on_disk(work)
-    if written != (*expected, expected[2]):
-        raise PrepareError(f"class '{name}': wrote {written[:3]} images (train normal, test normal, "
-                           f"test anomaly) but the split lists {expected}")
-    (work / MARKER).write_text(json.dumps({"counts": expected}))
-    if final.exists():
-        shutil.rmtree(final)  # ours, but no longer matching the split
-    os.replace(work, final)
-    return "written"
+    anno_path = Path(visa_root) / name / ANNO_CSV
+
+    def build(work):
+        check_files_exist(visa_root, rows)
+        if not anno_path.is_file():
+            print(f"note: {name} has no {ANNO_CSV}; no defects.csv written for it")
+        labels = read_defect_labels(anno_path) if anno_path.is_file() else None
+        write_class(visa_root, rows, labels, link, work)
+        written = counts_on_disk(work)
+        if written != (*expected, expected[2]):
+            raise PrepareError(f"class '{name}': wrote {written[:3]} images (train normal, test "
+                               f"normal, test anomaly) but the split lists {expected}")
+
+    return build_class(out, name, class_settings(name, rows, anno_path, link), build,
+                       "prepare_visa.py")
 
 
 def select_classes(split, requested):
@@ -189,14 +217,16 @@ def report_counts(name, counts):
           f"test anomaly {counts[2]:>4}{note}")
 
 
-def prepare(visa_root, out, classes=None, split_csv=None):
+def prepare(visa_root, out, classes=None, split_csv=None, link="copy"):
     check_root(visa_root)
-    split = read_split(split_csv or os.path.join(visa_root, SPLIT_CSV))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_writable(out)
+    csv_path = split_source(visa_root, split_csv)
+    split = read_split(csv_path)
+    print(f"split: {csv_path}" + ("  (the copy shipped with this repository: the download has "
+                                  f"no {SPLIT_CSV})" if csv_path == BUNDLED_SPLIT else ""))
     status = {}
     for name in select_classes(split, classes):
-        status[name] = prepare_class(visa_root, name, split[name], out)
+        status[name] = prepare_class(visa_root, name, split[name], out, link)
         report_counts(name, split_counts(split[name]))
     print(f"{sum(s == 'written' for s in status.values())} class(es) written, "
           f"{sum(s == 'skipped' for s in status.values())} verified and skipped, into {out}")
@@ -208,14 +238,11 @@ def main(argv=None):
     parser.add_argument("--visa_root", required=True, help="extracted VisA folder (holds split_csv/)")
     parser.add_argument("--out", default="data/visa", help="prepared tree (config.dataset_path)")
     parser.add_argument("--classes", nargs="*", help="only these classes (default: all in the split)")
-    parser.add_argument("--split_csv", help="split file (default: VISA_ROOT/split_csv/1cls.csv)")
+    parser.add_argument("--split_csv", help="split file (default: VISA_ROOT/split_csv/1cls.csv, "
+                                            "else splits/visa_1cls.csv of this repository)")
+    add_link_option(parser)
     args = parser.parse_args(argv)
-    try:
-        prepare(args.visa_root, args.out, args.classes, args.split_csv)
-    except PrepareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run(lambda: prepare(args.visa_root, args.out, args.classes, args.split_csv, args.link))
 
 
 if __name__ == "__main__":

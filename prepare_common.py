@@ -1,0 +1,181 @@
+"""Machinery shared by the dataset preparation scripts (prepare_visa.py, prepare_mtd.py).
+
+A class is built in CLASS.partial and renamed when complete. Its marker file
+(.prepared.json) records the settings it was built with and the relative path,
+size and BLAKE2b hash of every file, so a re-run detects a missing, extra,
+damaged or replaced file (same size included) and rebuilds that class.
+
+The raw download is only ever read: images are copied by default. With
+link='hardlink' they share bytes with the download; then nothing here writes
+to, chmods or truncates them either (a chmod on a hard link would change the
+raw file's mode); they are only read and, on a rebuild, unlinked.
+"""
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MARKER = ".prepared.json"
+LINK_MODES = ("copy", "hardlink")
+HASH_CHUNK = 1 << 20
+
+
+class PrepareError(Exception):
+    """A problem with the download, the split or the output folder; the message says what to do."""
+
+
+def file_digest(path):
+    """BLAKE2b hex digest of a file's content (catches replacements of the same size)."""
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def text_digest(text):
+    """Short hash of a text, e.g. a class's split rows: a changed split means a rebuild."""
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def visible_files(folder):
+    """Relative posix paths of the files under folder; hidden ones (.DS_Store, the marker) are
+    left out, as the data loader ignores them too."""
+    folder = Path(folder)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath, n).relative_to(folder).as_posix() for n in filenames
+                  if not n.startswith(".")]
+    return sorted(found)
+
+
+def inventory(folder):
+    """{relative path: {size, blake2b}} of every visible file under folder."""
+    return {rel: {"size": os.path.getsize(Path(folder, rel)),
+                  "blake2b": file_digest(Path(folder, rel))}
+            for rel in visible_files(folder)}
+
+
+def write_marker(folder, settings):
+    """Record the settings a class was built with and the hash of each of its files."""
+    record = {"settings": settings, "files": inventory(folder)}
+    (Path(folder) / MARKER).write_text(json.dumps(record, indent=1, sort_keys=True))
+
+
+def read_marker(folder):
+    """The marker's record, or None when it is missing or unreadable (the class is then redone)."""
+    try:
+        record = json.loads((Path(folder) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "files" in record else None
+
+
+def damage(folder, settings):
+    """Why a finished class no longer matches its marker, or None when every file is intact."""
+    record = read_marker(folder)
+    if record is None:
+        return "no readable marker"
+    if record.get("settings") != settings:
+        return "built with other settings or another split"
+    recorded, present = record["files"], set(visible_files(folder))
+    missing, extra = sorted(set(recorded) - present), sorted(present - set(recorded))
+    if missing:
+        return f"missing {missing[0]}"
+    if extra:
+        return f"extra file {extra[0]}"
+    for rel, meta in sorted(recorded.items()):  # sizes first: cheap, catches most damage
+        if os.path.getsize(Path(folder, rel)) != meta["size"]:
+            return f"{rel} changed size"
+    for rel, meta in sorted(recorded.items()):
+        if file_digest(Path(folder, rel)) != meta["blake2b"]:
+            return f"{rel} changed content"
+    return None
+
+
+def place_file(src, dst, link):
+    """Copy (default: the download is never shared) or hard-link an image, bytes unchanged."""
+    try:
+        if link == "hardlink":
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass  # another filesystem, or links not allowed: a copy is always safe
+        shutil.copyfile(src, dst)
+    except OSError as e:
+        raise PrepareError(f"cannot read '{src}': {e.strerror or e}") from None
+
+
+def binarise_mask(src, dst):
+    """Any non-zero mask value (VisA: defect-class ids) is anomalous -> 255, else 0."""
+    src = Path(src)
+    if src.is_file() and src.stat().st_size == 0:
+        raise PrepareError(f"mask file '{src}' is empty (0 bytes); re-extract the download")
+    try:
+        with Image.open(src) as m:
+            arr = np.asarray(m.convert("L")) > 0
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise PrepareError(f"cannot read mask file '{src}': {e}") from None
+    Image.fromarray((arr * 255).astype(np.uint8), mode="L").save(dst)
+
+
+def check_out_writable(out):
+    """Create --out if needed and prove it takes a file, before any work is done."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise PrepareError(f"--out '{out}' is not a writable folder: {e.strerror or e}") from None
+    return out
+
+
+def build_class(out, name, settings, build, script):
+    """Verify-and-skip a finished class, or build it aside in NAME.partial and rename it.
+
+    build(work_dir) writes the class's files; returns 'skipped' or 'written'."""
+    final, work = Path(out) / name, Path(out) / f"{name}.partial"
+    if final.exists() and not (final / MARKER).is_file():
+        raise PrepareError(f"'{final}' exists but was not written by {script}; move it away "
+                           f"or choose another --out")
+    if final.exists():
+        reason = damage(final, settings)
+        if reason is None:
+            if work.exists():
+                shutil.rmtree(work)  # a leftover of an interrupted re-run
+            return "skipped"
+        print(f"{name}: rebuilding ({reason})")
+    if work.exists():
+        shutil.rmtree(work)  # left by an interrupted run
+    work.mkdir(parents=True)
+    build(work)
+    write_marker(work, settings)
+    if final.exists():
+        shutil.rmtree(final)  # ours, but damaged or out of date; unlinking never touches the raw files
+    os.replace(work, final)
+    return "written"
+
+
+def add_link_option(parser):
+    parser.add_argument("--link", choices=LINK_MODES, default="copy",
+                        help="copy the images (default; the download is never shared) or hard-link "
+                             "them (no extra space; the prepared images then ARE the raw files)")
+
+
+def run(prepare_call):
+    """Call prepare_call(); an expected failure is one 'error: ...' line and exit code 1."""
+    try:
+        prepare_call()
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
