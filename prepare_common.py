@@ -100,6 +100,19 @@ def damage(folder, settings):
     return None
 
 
+def warn_if_download_changed(name, old, new):
+    """A rebuild from the download that still differs from the recorded hashes means the download
+    itself changed (with hard links, an edit of a prepared image is an edit of the download)."""
+    if old is None or old.get("settings") != new["settings"]:
+        return
+    changed = sorted(rel for rel, meta in new["files"].items()
+                     if rel in old["files"] and old["files"][rel]["blake2b"] != meta["blake2b"])
+    if changed:
+        print(f"warning: {name}: {len(changed)} file(s) rebuilt from the download differ from the "
+              f"previous preparation (e.g. {changed[0]}): the download itself has changed; "
+              f"re-extract it unless that was intended")
+
+
 def place_file(src, dst, link):
     """Copy (default: the download is never shared) or hard-link an image, bytes unchanged."""
     try:
@@ -159,8 +172,10 @@ def build_class(out, name, settings, build, script):
     work.mkdir(parents=True)
     build(work)
     write_marker(work, settings)
+    warn_if_download_changed(name, read_marker(final) if final.exists() else None,
+                             read_marker(work))
     if final.exists():
-        shutil.rmtree(final)  # ours, but damaged or out of date; unlinking never touches the raw files
+        shutil.rmtree(final)  # ours but damaged or stale; unlinking never touches the raw files
     os.replace(work, final)
     return "written"
 

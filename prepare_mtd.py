@@ -71,7 +71,8 @@ def split_free(root, train_names, train_list):
     free = {p.name: p for p in images_of(Path(root) / FREE)}
     missing = [n for n in train_names if n not in free]
     if missing:
-        raise PrepareError(f"'{Path(root) / FREE / 'Imgs' / missing[0]}' is listed in '{train_list}' "
+        first = Path(root) / FREE / "Imgs" / missing[0]
+        raise PrepareError(f"'{first}' is listed in '{train_list}' "
                            f"but missing ({len(missing)} of {len(train_names)} listed names are); "
                            f"re-extract MTD")
     listed = set(train_names)

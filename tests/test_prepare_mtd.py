@@ -53,7 +53,8 @@ def test_layout_split_and_masks(raw, tmp_path, capsys):
     out = tmp_path / "data" / "mtd"
     assert prepare(root, out, train_list=train_list) == "written"
     cls = out / "mtd"
-    assert sorted(os.listdir(cls / "train" / "good")) == [f"exp{i}_num_{100 + i}.jpg" for i in range(3)]
+    train_names = [f"exp{i}_num_{100 + i}.jpg" for i in range(3)]
+    assert sorted(os.listdir(cls / "train" / "good")) == train_names
     assert sorted(os.listdir(cls / "test" / "good")) == ["exp3_num_103.jpg", "exp4_num_104.jpg"]
     assert sorted(os.listdir(cls / "test")) == sorted(["good", *DEFECTS.values()])
     src = root / "MT_Crack" / "Imgs" / "exp1_num_101.jpg"
@@ -134,3 +135,13 @@ def test_shipped_train_list_has_761_unique_names():
     names = read_train_list(SHIPPED_LIST)
     assert len(names) == len(set(names)) == 761
     assert all(n.endswith(".jpg") and n.startswith("exp") for n in names)
+
+
+@pytest.mark.parametrize("preset", ["mvtec", "mtd"])
+def test_presets_name_their_reference_table(preset):
+    import runpy
+    from references import REFERENCES
+    values = runpy.run_path(os.path.join(ROOT, "presets", f"{preset}.py"))
+    assert values["reference"] == preset
+    assert sorted(values["class_names"]) == sorted(REFERENCES[preset]["auroc"])
+    assert values["dataset_path"] == f"data/{preset}"

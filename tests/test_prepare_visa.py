@@ -49,8 +49,8 @@ def write_candle_anno(root):
         csv.writer(f).writerows([
             ["image", "label", "mask"],
             ["candle/Data/Images/Normal/0000.JPG", "normal", ""],
-            ["candle/Data/Images/Anomaly/000.JPG", CANDLE_DEFECTS[0], "candle/Data/Masks/Anomaly/000.png"],
-            ["candle/Data/Images/Anomaly/001.JPG", CANDLE_DEFECTS[1], "candle/Data/Masks/Anomaly/001.png"]])
+            *([f"candle/Data/Images/Anomaly/00{i}.JPG", CANDLE_DEFECTS[i],
+               f"candle/Data/Masks/Anomaly/00{i}.png"] for i in (0, 1))])
 
 
 def make_raw_visa(root):
@@ -101,7 +101,7 @@ def test_writing_into_the_prepared_tree_leaves_the_download_alone(raw, tmp_path)
     assert {p: (p.read_bytes(), p.stat().st_mode) for p in raw.rglob("*") if p.is_file()} == before
 
 
-def test_hardlink_mode_shares_bytes_without_touching_the_raw_files(raw, tmp_path):
+def test_hardlink_mode_shares_bytes_without_touching_the_raw_files(raw, tmp_path, capsys):
     out = tmp_path / "prepared"
     src = raw / "pcb1/Data/Images/Normal/0000.JPG"
     mode = src.stat().st_mode
@@ -109,6 +109,10 @@ def test_hardlink_mode_shares_bytes_without_touching_the_raw_files(raw, tmp_path
     assert os.stat(out / "pcb1/train/good/0000.JPG").st_ino == src.stat().st_ino
     assert src.stat().st_mode == mode
     assert prepare(raw, out, link="hardlink") == {"candle": "skipped", "pcb1": "skipped"}
+    with open(out / "pcb1/train/good/0001.JPG", "r+b") as f:  # an outside tool edits in place
+        f.write(b"\x00")
+    assert prepare(raw, out, link="hardlink")["pcb1"] == "written"
+    assert "the download itself has changed" in capsys.readouterr().out
     assert prepare(raw, out) == {"candle": "written", "pcb1": "written"}  # asked for copies now
     assert os.stat(out / "pcb1/train/good/0000.JPG").st_ino != src.stat().st_ino
 
@@ -125,7 +129,7 @@ def test_defect_labels_are_written_per_anomalous_image(raw, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("damage", ["missing", "extra", "same_size", "hidden"])
-def test_rerun_skips_intact_classes_and_rebuilds_damaged_ones(raw, tmp_path, damage):
+def test_rerun_skips_intact_classes_and_rebuilds_damaged_ones(raw, tmp_path, capsys, damage):
     out = tmp_path / "prepared"
     prepare(raw, out)
     candle = mtimes(out / "candle")
@@ -147,6 +151,7 @@ def test_rerun_skips_intact_classes_and_rebuilds_damaged_ones(raw, tmp_path, dam
     assert target.read_bytes() == (raw / "pcb1/Data/Images/Normal/0003.JPG").read_bytes()
     assert not (out / "candle.partial").exists() and not (target.parent / "stray.JPG").exists()
     assert mtimes(out / "candle") == candle
+    assert "warning" not in capsys.readouterr().out  # the download itself is unchanged
 
 
 def test_partial_dir_is_replaced_when_class_is_missing(raw, tmp_path):
@@ -266,3 +271,12 @@ def test_shipped_split_has_the_official_counts():
     split = read_split(BUNDLED_CSV)
     assert sum(len(rows) for rows in split.values()) == 10821
     assert {name: split_counts(rows) for name, rows in split.items()} == OFFICIAL_COUNTS
+
+
+def test_visa_reference_covers_every_class():
+    from references import REFERENCES, reference_auroc
+    table = REFERENCES["visa"]["auroc"]
+    assert sorted(table) == sorted(OFFICIAL_COUNTS)
+    assert round(sum(table.values()) / len(table), 4) == reference_auroc("visa", "mean") == 0.8978
+    with pytest.raises(ValueError, match="unknown reference 'imagenet'"):
+        reference_auroc("imagenet", "candle")
