@@ -18,8 +18,9 @@ import torch
 from torchvision.models import alexnet
 
 from data import IMAGE_EXTENSIONS, BadImageError, load_resized, rotation_angles
-from localization import gradient_map, save_map_figure
+from localization import gradient_map
 from train import build_model, evaluation_generator, score_images
+from reports import save_map_figure
 from utils import atomic_write, load_checkpoint, resolve_device
 
 
@@ -112,7 +113,7 @@ def run(args):
             heat = gradient_map(model, load_resized(path, cfg["img_size"]), cfg["n_transforms_test"],
                                 device, cfg["backbone_batch"])
             save_map_figure(Path(args.out) / "maps" / map_name(path, args.target), path, heat,
-                            None, score, threshold)
+                            None, score, threshold, setting="--out")
     write_csv(Path(args.out) / "scores.csv", rows)
     print(f"{len(rows)} image(s) scored (threshold {threshold:.4f}), {len(errors)} skipped; "
           f"wrote {Path(args.out) / 'scores.csv'}")

@@ -13,7 +13,7 @@ import torch
 
 from data import BadImageError, find_class_files
 from model import WeightsUnavailableError
-from localization import class_reports, summary_plot
+from reports import class_reports, summary_plot
 from train import NonFiniteLossError, best_auroc, train_class
 from utils import (atomic_write, check_writable, default_values, format_config, resolve_config,
                    resolve_device, return_freed_memory_to_os, write_results)
@@ -61,7 +61,8 @@ def run_class(cfg, class_name, device):
     except NonFiniteLossError as e:
         print(f"ERROR {e}", file=sys.stderr)
         return failed_row(class_name, "non-finite loss")
-    class_reports(model, state, train_set, test_set, cfg, class_name, device)
+    class_reports(model, state, train_set, test_set, cfg, class_name, device,
+                  Path(cfg["results_dir"]) / class_name)
     return class_row(class_name, state, train_set, test_set)
 
 

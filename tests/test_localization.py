@@ -1,4 +1,4 @@
-"""Gradient maps, pixel AUROC, plots and evaluate.py on a class trained by the test."""
+"""Gradient maps, pixel metrics, plots and evaluate.py on a class trained by the test."""
 import csv
 import shutil
 
@@ -11,7 +11,8 @@ import evaluate
 import main
 from conftest import tiny_args
 from demo_data import write_demo_class
-from localization import gradient_map, pixel_auroc
+from localization import gradient_map
+from reports import pixel_report
 from train import checkpoint_path, train_class
 from utils import resolve_config
 
@@ -46,11 +47,13 @@ def test_map_maximum_falls_on_the_planted_defect(trained):
     assert np.mean(hits) >= 0.75 and np.mean(chance) < 0.05
 
 
-def test_pixel_auroc_is_high_for_planted_defects(trained):
-    auroc = pixel_auroc(trained["maps"], trained["test_set"], 256, 0)
-    assert 0.9 < auroc <= 1.0
-    every_pixel = pixel_auroc(trained["maps"], trained["test_set"], 0, 0)
-    assert abs(every_pixel - auroc) < 0.05  # the sample estimates the full AUROC
+def test_pixel_metrics_are_high_for_planted_defects(trained):
+    cfg = dict(trained["cfg"], pixel_auroc=True)
+    result = pixel_report(trained["maps"].__getitem__, trained["test_set"], cfg)
+    assert result["pixel_images"] == 18 and result["masks_missing"] == 0
+    assert 0.9 < result["pixel_auroc"] <= 1.0 and 0.5 < result["aupro"] <= 1.0
+    assert pixel_report(trained["maps"].__getitem__, trained["test_set"],
+                        trained["cfg"])["pixel_auroc"] is None  # pixel_auroc=False: not computed
 
 
 def test_grad_map_figures_and_plots(tmp_path):
