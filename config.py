@@ -1,4 +1,5 @@
-"""Defaults of DifferNet on VisA. Every value reproduces ../shared/SPEC.md.
+"""Defaults of DifferNet on VisA. Every value reproduces the paper (docs/method.md says where
+each one comes from).
 
 Override without editing: `python main.py [preset.py] [--name=value ...]`
 (values are Python literals). Derived values (feature count, test batch size)
@@ -43,17 +44,17 @@ weight_decay = 1e-5                 # Adam weight decay
 batch_size = 24                     # images per step (each seen n_transforms times)
 meta_epochs = 24                    # evaluations; the test set is scored after each
 sub_epochs = 8                      # training epochs per meta epoch
-seed = 0                            # seeds every random draw of a class; never the clock
+seeds = [0]                         # one run per seed and class; each seeds every random draw of its run
 
 # evaluation and localisation
 threshold_percentile = 99.0         # verdict threshold: this percentile of the training images' scores
 grad_map_viz = False                # after training, write gradient maps of the anomalous test images
 grad_map_all = False                # with grad_map_viz: maps of every test image, not only anomalous ones
-pixel_auroc = True                  # pixel-level AUROC from gradient maps when ground-truth masks exist
-pixel_samples_per_image = 4096      # pixels sampled per test image for the pixel AUROC (0 = all)
+pixel_auroc = True                  # pixel AUROC and AUPRO from gradient maps when ground-truth masks exist
+n_misses = 8                        # worst-scored anomalous and normal test images shown in results/<class>/misses
 
 # speed (none changes the method; those that change numbers are off)
-cache_device = "cpu"                # where the decoded uint8 images live: 'cpu' or 'device'
+cache_device = "auto"               # uint8 image cache: 'auto' (on the GPU if it fits half its free memory), 'cpu', 'device'
 cache_mmap = ""                     # folder for a memory-mapped image cache; "" = keep it in memory
 channels_last = True                # channels-last convolutions (same numbers, faster on GPU)
 amp_bf16 = False                    # backbone in bfloat16 autocast on CUDA (changes scores slightly)
@@ -66,4 +67,5 @@ save_model = True                   # write a checkpoint after every meta epoch
 resume = False                      # continue each class from its last checkpoint
 checkpoint_dir = "checkpoints"      # checkpoint_dir/<class>/checkpoint.pt
 results_dir = "results"             # results.csv, results.md and per-class plots
+reference = "visa"                  # published AUROCs in the results table: 'visa', 'mvtec', 'mtd' or 'none'
 verbose = True                      # progress bars (also off when not writing to a terminal)

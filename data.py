@@ -2,7 +2,9 @@
 
 Each image is decoded and resized once per run into a uint8 cache; the random
 rotations and the normalisation of the paper (section 3.2) are then applied to
-whole batches of tensors on the training device.
+whole batches of tensors on the training device. uint8 images reach the device
+only through to_device, each distinct image of a batch once; the copies for its
+transforms are made there.
 """
 import math
 import os
@@ -17,9 +19,13 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)  # what PIL raises on bad files
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# at most this share of the GPU's free memory holds the uint8 cache (cache_device='auto'); the
+# rest is left to the flow, Adam's moments and the batches' float copies
+DEVICE_CACHE_SHARE = 0.5
 GOOD = "good"
 LAYOUT_HELP = (
     "Expected layout per class:\n"
@@ -106,7 +112,11 @@ def read_rgb(path):
                 scale = 65535.0 if arr.max() > 255 else 255.0
                 img = Image.fromarray((arr / scale * 255).round().astype(np.uint8))
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except Image.DecompressionBombError as e:
+        raise BadImageError(f"image '{path}' is too large to decode safely ({e}). Shrink or "
+                            f"remove it, or set skip_bad_images=True to leave it out with a "
+                            f"warning") from None
+    except READ_ERRORS as e:
         raise BadImageError(f"cannot read image '{path}': {e}. Remove or replace the file, or "
                             f"set skip_bad_images=True to leave it out with a warning") from None
 
@@ -187,7 +197,9 @@ def rotation_grid(angles_deg, height, width):
 
 def rotate(images, angles_deg):
     """Rotate each float image by its angle: nearest neighbour, black fill, same size."""
-    grid = rotation_grid(angles_deg.to(images.device), images.shape[-2], images.shape[-1])
+    # non-blocking: a pageable copy of a few angles needs no wait for the GPU's queue
+    grid = rotation_grid(angles_deg.to(images.device, non_blocking=True), images.shape[-2],
+                         images.shape[-1])
     return F.grid_sample(images, grid.to(images.dtype), mode="nearest", padding_mode="zeros",
                          align_corners=False)
 
@@ -214,12 +226,53 @@ def color_jitter(images, brightness, contrast, saturation, generator):
     return torch.stack(out)
 
 
+def to_device(images_uint8, device):
+    """The one way uint8 images cross to the training device (tests/test_transfers.py counts
+    what passes here). Non-blocking: from pinned memory the copy overlaps the GPU's work."""
+    return images_uint8.to(device, non_blocking=True)
+
+
+def gather_pinned(images_uint8, index):
+    """images_uint8[index] written straight into page-locked host memory, which the GPU can
+    copy from asynchronously (from pageable memory the driver stages and waits)."""
+    out = torch.empty((len(index), *images_uint8.shape[1:]), dtype=torch.uint8, pin_memory=True)
+    return torch.index_select(images_uint8, 0, index, out=out)
+
+
+def take(images_uint8, index, device):
+    """images_uint8[index] on `device`, each selected image crossing once: gathered where the
+    cache lives (in pinned memory when a host cache feeds a GPU), then moved by to_device.
+    Callers expand the result to its transforms on the device, never before the move."""
+    if images_uint8.device.type == "cpu" and torch.device(device).type == "cuda":
+        return to_device(gather_pinned(images_uint8, index), device)
+    return to_device(images_uint8[index.to(images_uint8.device, non_blocking=True)], device)
+
+
+def cache_fits_on_gpu(nbytes, device):
+    """Whether a cache of nbytes stays within DEVICE_CACHE_SHARE of the GPU's free memory."""
+    free, _total = torch.cuda.mem_get_info(device)
+    return nbytes <= DEVICE_CACHE_SHARE * free
+
+
+def cache_on_device(cache_device, device, nbytes):
+    """Where a uint8 cache of nbytes lives: True = on the training device. 'auto' puts it on a
+    GPU when it fits the budget; on the CPU there is nothing to move."""
+    if cache_device == "device":
+        return True
+    return (cache_device == "auto" and torch.device(device).type == "cuda"
+            and cache_fits_on_gpu(nbytes, device))
+
+
 def make_batch(images_uint8, angles_deg, device, jitter=(0.0, 0.0, 0.0), generator=None,
                channels_last=False):
-    """uint8 images (on any device) -> rotated, jittered, normalised float batch on `device`."""
+    """uint8 images already on `device` (moved once by to_device or take) -> rotated, jittered,
+    normalised float batch there."""
     if images_uint8.dtype != torch.uint8:  # the in-place steps below would alter a float input
         raise TypeError(f"make_batch takes the uint8 image cache, got {images_uint8.dtype}")
-    x = images_uint8.to(device, non_blocking=True).float().div_(255.0)
+    if images_uint8.device.type != torch.device(device).type:  # no hidden per-batch copy here
+        raise ValueError(f"make_batch got images on {images_uint8.device} for device {device}: "
+                         f"move the distinct images once with data.take or data.to_device")
+    x = images_uint8.float().div_(255.0)
     if angles_deg is not None:
         x = rotate(x, angles_deg)
     if any(s > 0 for s in jitter):
@@ -234,3 +287,41 @@ def rotation_angles(n_images, n_transforms, mode, generator):
         return (torch.arange(n_transforms, dtype=torch.float32) * 360.0 / n_transforms).repeat(
             n_images, 1)
     return torch.empty(n_images, n_transforms).uniform_(-180.0, 180.0, generator=generator)
+
+
+def check_mask(path):
+    """Decode a ground-truth mask once, before training, so a bad one cannot fail the run later."""
+    try:
+        with Image.open(path) as mask:
+            mask.load()
+    except (Image.DecompressionBombError, *READ_ERRORS) as e:
+        raise BadImageError(f"cannot read mask '{path}': {e}. Replace it (prepare_visa.py writes "
+                            f"masks anew), or set skip_bad_images=True to leave its image out "
+                            f"with a warning") from None
+
+
+def drop_unreadable_masks(paths, labels, masks, skip_bad):
+    """Test files whose mask, if any, decodes; a bad mask raises, or with skip_bad its image is
+    left out with a warning. Returns (paths, labels, masks, skipped paths)."""
+    keep, skipped = [], []
+    for i, mask in enumerate(masks):
+        try:
+            if mask is not None:
+                check_mask(mask)
+            keep.append(i)
+        except BadImageError as e:
+            if not skip_bad:
+                raise
+            warnings.warn(f"skipping: {e}")
+            skipped.append(paths[i])
+    return ([paths[i] for i in keep], np.asarray(labels)[keep], [masks[i] for i in keep],
+            skipped)
+
+
+def warn_missing_masks(class_name, labels, masks):
+    """Anomalous images without a mask are left out of the pixel metrics: say how many."""
+    missing = [i for i, (label, m) in enumerate(zip(labels, masks)) if label == 1 and m is None]
+    if missing and len(missing) < int(np.sum(labels == 1)):
+        warnings.warn(f"{len(missing)} anomalous test image(s) of '{class_name}' have no mask in "
+                      f"ground_truth/; the pixel metrics cover only the images that have one")
+    return len(missing)

@@ -5,6 +5,8 @@ or a stain, with its ground-truth mask. Written once, with a fixed seed, in the
 layout of SPEC.md (train/good, test/good, test/anomaly, ground_truth/anomaly).
 """
 import os
+import shutil
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 DEFECTS = ("scratch", "hole", "stain")
+MARKER, MARKER_TEXT = ".complete", "synthetic demo class\n"
+DEMO_SEED = 0  # the data never depend on the training seeds
 
 
 def _background(rng, size):
@@ -67,13 +71,37 @@ def write_demo_class(class_dir, seed, size=160, n_train=60, n_test_good=20, n_te
         img, mask = add_defect(rng, img, c, r, DEFECTS[i % len(DEFECTS)])
         img.save(folders["bad"] / f"{i:03d}.JPG", quality=95)
         mask.save(folders["gt"] / f"{i:03d}.png")
-    (class_dir / ".complete").write_text("synthetic demo class\n")
+    (class_dir / MARKER).write_text(MARKER_TEXT)
 
 
-def ensure_demo_data(dataset_path, class_names, seed):
-    """Generate each requested class that is not complete yet under dataset_path."""
+def check_owned(class_dir):
+    """The generator writes only folders it created: refuse one that holds anything else."""
+    marker = class_dir / MARKER
+    if marker.is_file() and marker.read_text() == MARKER_TEXT:
+        return True
+    if class_dir.exists() and (not class_dir.is_dir() or any(class_dir.iterdir())):
+        raise ValueError(f"make_demo_data=True, but '{class_dir}' already exists and was not "
+                         f"written by the demo generator; nothing was written into it. Set "
+                         f"make_demo_data=False to train on it, or choose another dataset_path")
+    return False
+
+
+def ensure_demo_data(dataset_path, class_names):
+    """Generate each requested class that does not exist yet under dataset_path: built in a
+    private temp folder and renamed into place, so a reader (or a second process) sees either
+    nothing or the whole class."""
     for name in class_names:
-        class_dir = os.path.join(dataset_path, name)
-        if not os.path.isfile(os.path.join(class_dir, ".complete")):
-            print(f"writing synthetic demo class '{name}' into {class_dir}")
-            write_demo_class(class_dir, seed + zlib.crc32(name.encode()))
+        class_dir = Path(dataset_path) / name
+        if check_owned(class_dir):
+            continue
+        print(f"writing synthetic demo class '{name}' into {class_dir}")
+        Path(dataset_path).mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=dataset_path))
+        write_demo_class(work, DEMO_SEED + zlib.crc32(name.encode()))
+        try:
+            if class_dir.is_dir():
+                class_dir.rmdir()  # empty, checked above
+            os.rename(work, class_dir)
+        except OSError:
+            shutil.rmtree(work)  # another process finished the same class first
+            check_owned(class_dir)

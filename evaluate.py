@@ -21,7 +21,8 @@ from data import IMAGE_EXTENSIONS, BadImageError, load_resized, rotation_angles
 from localization import gradient_map
 from train import build_model, evaluation_generator, score_images
 from reports import save_map_figure
-from utils import atomic_write, load_checkpoint, resolve_device
+from checkpoints import load_checkpoint
+from utils import atomic_write, resolve_device
 
 
 def load_trained_model(path, device):

@@ -5,7 +5,7 @@ import math
 import torch
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from data import make_batch, rotate, rotation_angles
+from data import make_batch, rotate, rotation_angles, to_device
 from model import nll_loss
 
 GRAD_SIGMA = 3.0  # px, the blur of the reference localisation
@@ -19,8 +19,9 @@ def gradient_map(model, image_uint8, n_rotations, device, chunk=64):
     model.eval()
     angles = rotation_angles(1, n_rotations, "fixed", None)[0]
     total = torch.zeros(image_uint8.shape[-2:], device=device)
+    image = to_device(image_uint8.unsqueeze(0), device)  # once, not once per chunk
     for part in torch.split(angles, chunk):
-        x = make_batch(image_uint8.unsqueeze(0).expand(len(part), -1, -1, -1), part, device)
+        x = make_batch(image.expand(len(part), -1, -1, -1), part, device)
         x.requires_grad_(True)
         z, log_jac_det = model(x)
         # the batch mean would scale every chunk by 1/len(part); the sum keeps chunks comparable

@@ -10,18 +10,16 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from data import build_image_set, find_class_files, make_batch, rotation_angles
+from data import (build_image_set, cache_on_device, drop_unreadable_masks, find_class_files,
+                  make_batch, rotation_angles, take, to_device, warn_missing_masks)
 from model import DifferNet, anomaly_score, flow_parameters, load_alexnet_features, nll_loss
-from utils import (changed_training_settings, check_checkpoint_matches, fmt, load_checkpoint, save_checkpoint,
-                   seed_everything)
+from checkpoints import (checkpoint_path, data_fingerprint, new_state, restore, save_checkpoint,
+                         snapshot)
+from utils import fmt, seed_everything
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def checkpoint_path(checkpoint_dir, class_name):
-    return os.path.join(checkpoint_dir, class_name, "checkpoint.pt")
 
 
 class AdamInBackward:
@@ -81,33 +79,42 @@ def train_one_epoch(model, optimizer, images, batch_size, n_transforms, device, 
                     rotations=True, jitter=(0.0, 0.0, 0.0), channels_last=False, amp_bf16=False,
                     backbone_batch=64, progress=False):
     """One pass over the shuffled training images, each seen n_transforms times per batch.
-    Returns the mean loss; a non-finite loss raises NonFiniteLossError."""
+    Returns the mean loss; a non-finite loss raises NonFiniteLossError at the end of the epoch."""
     model.train()
     order = torch.randperm(len(images), generator=generator)
-    losses = []
+    losses = []  # device tensors: reading each step's loss would make the host wait for the GPU
     for start in tqdm(range(0, len(order), batch_size), desc="train", leave=False,
                       disable=not progress):
-        idx = order[start:start + batch_size].to(images.device)
-        batch = images[idx].repeat_interleave(n_transforms, dim=0)
+        distinct = take(images, order[start:start + batch_size], device)  # each image moved once
+        batch = distinct.repeat_interleave(n_transforms, dim=0)  # the transforms' copies, on device
         angles = (torch.empty(len(batch)).uniform_(-180.0, 180.0, generator=generator)
                   if rotations else None)
         feats = embed_in_chunks(model, batch, angles, device, jitter, generator, channels_last,
                                 amp_bf16, backbone_batch)
         z, log_jac_det = model.flow(feats)
         loss = nll_loss(z, log_jac_det)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"training loss is {loss.item()}")
         loss.backward()
         optimizer.step()  # AdamInBackward has stepped during backward already: a no-op there
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(loss.detach())
+    return finite_mean(torch.stack(losses).tolist())  # the epoch's one wait for the device
+
+
+def finite_mean(losses):
+    """Mean of an epoch's step losses. A non-finite one raises NonFiniteLossError: the steps
+    after it trained on corrupted weights, so the caller discards the epoch and keeps the last
+    good checkpoint."""
+    bad = [(step, value) for step, value in enumerate(losses, 1) if not math.isfinite(value)]
+    if bad:
+        step, value = bad[0]
+        raise NonFiniteLossError(f"training loss is {value} at step {step} of {len(losses)}")
     return float(np.mean(losses))
 
 
 def embed_in_chunks(model, batch, angles, device, jitter, generator, channels_last, amp_bf16,
                     chunk):
-    """Frozen-backbone features of a training batch, `chunk` transformed images at a time, so
-    the float copies of 448 px images never exist for the whole batch at once."""
+    """Frozen-backbone features of a training batch (uint8, on the device), `chunk` transformed
+    images at a time, so the float copies of 448 px images never exist for the whole batch."""
     feats = []
     for start in range(0, len(batch), chunk):
         part = slice(start, start + chunk)
@@ -120,19 +127,23 @@ def embed_in_chunks(model, batch, angles, device, jitter, generator, channels_la
 @torch.no_grad()
 def score_images(model, images, angles, device, backbone_batch, channels_last=False, amp_bf16=False,
                  progress=False):
-    """Anomaly score of each image: mean over its rotations (angles: N x T) of mean(z^2)."""
+    """Anomaly score of each image: mean over its rotations (angles: N x T) of mean(z^2).
+    A batch holds backbone_batch consecutive (image, rotation) pairs; only its distinct images
+    cross to the device, and are repeated for their rotations there."""
     model.eval()
     n, t = angles.shape
     image_index = torch.arange(n).repeat_interleave(t)
     flat_angles = angles.reshape(-1)
-    scores = torch.empty(n * t)
+    scores = torch.empty(n * t, device=device)  # read back once, not per batch
     for start in tqdm(range(0, n * t, backbone_batch), desc="score", leave=False, disable=not progress):
         sel = slice(start, start + backbone_batch)
-        batch = images[image_index[sel].to(images.device)]
+        first, last = int(image_index[sel][0]), int(image_index[sel][-1])
+        distinct = take(images, torch.arange(first, last + 1), device)
+        batch = distinct[(image_index[sel] - first).to(device, non_blocking=True)]
         x = make_batch(batch, flat_angles[sel], device, channels_last=channels_last)
         z, _ = model(x, amp_bf16)
-        scores[sel] = anomaly_score(z).float().cpu()
-    return scores.view(n, t).mean(dim=1).numpy()
+        scores[sel] = anomaly_score(z).float()
+    return scores.cpu().view(n, t).mean(dim=1).numpy()
 
 
 def image_auroc(labels, scores):
@@ -152,9 +163,13 @@ def evaluation_generator(seed, epoch, stream=0):
 
 
 def load_class_data(cfg, class_name, progress=False):
-    """Decoded train and test ImageSets of a class (cache in memory or memory-mapped)."""
-    train_paths, (test_paths, test_labels, test_masks) = find_class_files(cfg["dataset_path"],
-                                                                         class_name)
+    """Decoded train and test ImageSets of a class (cache in memory or memory-mapped); every
+    mask is decoded up front, so a bad one stops the class before training."""
+    train_paths, test_files = find_class_files(cfg["dataset_path"], class_name)
+    test_paths, test_labels, test_masks, bad_masks = drop_unreadable_masks(
+        *test_files, cfg["skip_bad_images"])
+    warn_missing_masks(class_name, test_labels, test_masks)
+
     def mmap(split):
         return os.path.join(cfg["cache_mmap"], f"{class_name}_{split}.npy") if cfg["cache_mmap"] else ""
 
@@ -163,16 +178,18 @@ def load_class_data(cfg, class_name, progress=False):
     train = build_image_set(train_paths, np.zeros(len(train_paths), np.int64),
                             [None] * len(train_paths), mmap_file=mmap("train"), **common)
     test = build_image_set(test_paths, test_labels, test_masks, mmap_file=mmap("test"), **common)
+    test.skipped += bad_masks
     if len(train) == 0:
         raise FileNotFoundError(f"no readable training images for '{class_name}'")
     return train, test
 
 
 def images_for(image_set, cfg, device):
-    """The uint8 cache that batches are cut from: moved to the GPU once when
-    cache_device='device' (0.54 GB for 900 images at 448 px), else left in host memory."""
-    if cfg["cache_device"] == "device":
-        return image_set.images.to(device)
+    """The uint8 cache that batches are cut from: moved to the device once when cache_device
+    is 'device', or 'auto' on a GPU with room for it (0.54 GB for 900 images at 448 px, budget
+    in data.cache_on_device); else left in host memory, each batch staged in pinned memory."""
+    if cache_on_device(cfg["cache_device"], device, image_set.images.nbytes):
+        return to_device(image_set.images, device)
     return image_set.images
 
 
@@ -181,40 +198,6 @@ def score_set(model, images, cfg, device, generator, progress=False):
     angles = rotation_angles(len(images), cfg["n_transforms_test"], cfg["test_rotations"], generator)
     return score_images(model, images, angles, device, cfg["backbone_batch"], cfg["channels_last"],
                         cfg["amp_bf16"], progress)
-
-
-def new_state(class_name):
-    """Training state of a class that starts from scratch."""
-    return {"epoch": 0, "auroc_history": [], "loss_history": [], "class_name": class_name,
-            "train_seconds": 0.0}
-
-
-def restore(model, optimizer, generator, cfg, class_name, path):
-    """Continue from a checkpoint of the same class and architecture."""
-    state = load_checkpoint(path)
-    check_checkpoint_matches(state, cfg, class_name, path)
-    changed = changed_training_settings(state, cfg)
-    if changed:
-        warnings.warn(f"resuming '{path}' with settings other than it was trained with: "
-                      f"{', '.join(changed)}; the result will differ from an uninterrupted run")
-    model.flow.load_state_dict(state["flow"])
-    model.features.backbone.load_state_dict(state["backbone"])
-    optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["rng_train"])
-    torch.set_rng_state(state["rng_torch"])
-    if state.get("rng_cuda") and torch.cuda.device_count() == len(state["rng_cuda"]):
-        torch.cuda.set_rng_state_all(state["rng_cuda"])  # dropout draws on the GPU
-    return state
-
-
-def snapshot(model, optimizer, generator, cfg, state):
-    """The checkpoint dict: state_dicts, RNG states and plain data only."""
-    return {**state, "flow": model.flow.state_dict(),
-            "backbone": model.features.backbone.state_dict(),
-            "optimizer": optimizer.state_dict(), "rng_train": generator.get_state(),
-            "rng_torch": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "config": dict(cfg)}
 
 
 def best_auroc(history):
@@ -256,33 +239,55 @@ def train_meta_epoch(model, optimizer, generator, train_images, cfg, device, pro
     return float(np.mean(losses))
 
 
-def train_class(cfg, class_name, device, log=print):
-    """Train (or resume) one class; returns the model, its final state and the image sets."""
+def kept_checkpoint(ckpt, save_model):
+    """What remains on disk after a failure, said truthfully."""
+    if save_model and os.path.isfile(ckpt):
+        return f"the last good checkpoint ({ckpt}) is kept"
+    return "no checkpoint was written" if save_model else "save_model is off: no checkpoint"
+
+
+def start_state(model, optimizer, generator, cfg, class_name, ckpt, data, log):
+    """A fresh state, or the checkpoint's when resuming (checked against config and data)."""
+    if not (cfg["resume"] and os.path.isfile(ckpt)):
+        return new_state(class_name, data)
+    state = restore(model, optimizer, generator, cfg, class_name, ckpt, data)
+    log(f"[{class_name}] resumed from {ckpt} after meta epoch {state['epoch']}")
+    return state
+
+
+def evaluate_epoch(model, state, test_images, test_set, cfg, device, progress):
+    """Score the test set after a meta epoch; non-finite scores mean the flow diverged."""
+    scores = score_set(model, test_images, cfg, device,
+                       evaluation_generator(cfg["seed"], state["epoch"]), progress)
+    if not np.isfinite(scores).all():
+        raise NonFiniteLossError(f"{int((~np.isfinite(scores)).sum())} test scores are not finite")
+    state["epoch"] += 1
+    state["auroc_history"].append(image_auroc(test_set.labels, scores))
+    state["test_scores"] = torch.from_numpy(scores)
+
+
+def train_class(cfg, class_name, device, ckpt=None, log=print):
+    """Train (or resume) one class; returns the model, its final state and the image sets.
+    A diverging flow raises NonFiniteLossError; the checkpoint on disk stays the last good one."""
     progress = cfg["verbose"] and sys.stderr.isatty()
+    ckpt = ckpt or checkpoint_path(cfg["checkpoint_dir"], class_name)
     model, optimizer, generator = setup_model(cfg, device)
     train_set, test_set = load_class_data(cfg, class_name, progress)
-    ckpt = checkpoint_path(cfg["checkpoint_dir"], class_name)
+    data = data_fingerprint(cfg["dataset_path"], class_name)
     # restored after the data are loaded, since loading draws from torch's global RNG
-    state = (restore(model, optimizer, generator, cfg, class_name, ckpt)
-             if cfg["resume"] and os.path.isfile(ckpt) else new_state(class_name))
-    if state["epoch"] > 0:
-        log(f"[{class_name}] resumed from {ckpt} after meta epoch {state['epoch']}")
+    state = start_state(model, optimizer, generator, cfg, class_name, ckpt, data, log)
     train_images = images_for(train_set, cfg, device)
     test_images = images_for(test_set, cfg, device)
     while state["epoch"] < cfg["meta_epochs"]:
         started = time.perf_counter()
         try:
             loss = train_meta_epoch(model, optimizer, generator, train_images, cfg, device, progress)
+            evaluate_epoch(model, state, test_images, test_set, cfg, device, progress)
         except NonFiniteLossError as e:
             raise NonFiniteLossError(
-                f"[{class_name}] {e} in meta epoch {state['epoch'] + 1}; the last good checkpoint "
-                f"({ckpt}) is kept. Lower lr_init or clamp_alpha") from None
-        scores = score_set(model, test_images, cfg, device,
-                           evaluation_generator(cfg["seed"], state["epoch"]), progress)
-        state["epoch"] += 1
+                f"[{class_name}] {e} in meta epoch {state['epoch'] + 1}; "
+                f"{kept_checkpoint(ckpt, cfg['save_model'])}. Lower lr_init or clamp_alpha") from None
         state["loss_history"].append(loss)
-        state["auroc_history"].append(image_auroc(test_set.labels, scores))
-        state["test_scores"] = torch.from_numpy(scores)
         state["train_seconds"] += time.perf_counter() - started
         if state["epoch"] == cfg["meta_epochs"]:
             state["threshold"] = training_threshold(model, train_images, cfg, device, progress)

@@ -5,25 +5,28 @@ everything else takes plain arguments.
 """
 import ast
 import ctypes
-import csv
 import math
 import os
 import random
 import tempfile
+import traceback
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import config as default_config
+from references import REFERENCES
 
 ALEXNET_MIN_SIDE = 63  # smallest input AlexNet's `features` maps to a non-empty output
 POSITIVE_INTS = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "n_transforms",
                  "n_transforms_test", "batch_size", "meta_epochs", "sub_epochs", "backbone_batch")
 TEST_ROTATIONS = ("random", "fixed")
-CACHE_DEVICES = ("cpu", "device")
+CACHE_DEVICES = ("auto", "cpu", "device")
+NON_NEGATIVE = ("dropout", "transf_brightness", "transf_contrast", "transf_saturation",
+                "num_workers", "weight_decay", "n_misses")
+MAX_SEED = 2 ** 32 - 1  # numpy's SeedSequence / np.random.seed accept 0 .. 2**32 - 1
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-ARCHITECTURE_KEYS = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "clamp_alpha")
 
 
 def default_values():
@@ -45,7 +48,15 @@ def _check_type(name, value, default):
                         f"got {type(value).__name__} {value!r}")
 
 
+RENAMED = {"seed": "config 'seed' is now 'seeds', a list of seeds, one run each: "
+                   "write --seeds=[N] (or seeds = [N] in a preset)",
+           "pixel_samples_per_image": "config 'pixel_samples_per_image' is gone: pixel metrics "
+                                      "now use every pixel at img_size; drop the setting"}
+
+
 def _apply(cfg, name, value, source):
+    if name in RENAMED:
+        raise KeyError(f"{RENAMED[name]} (from {source})")
     if name not in cfg:
         raise KeyError(f"unknown config name '{name}' (from {source}); "
                        f"known names are listed in config.py")
@@ -53,15 +64,39 @@ def _apply(cfg, name, value, source):
     cfg[name] = float(value) if isinstance(cfg[name], float) else value
 
 
+def _error_line(exc, path):
+    """Line of the preset file where an exception was raised."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
+    return frames[-1].lineno if frames else "?"
+
+
+def _run_preset(path):
+    """Execute a preset; a syntax or runtime error is one line naming the file and line."""
+    try:
+        code = compile(Path(path).read_text(), path, "exec")
+    except SyntaxError as e:
+        raise ValueError(f"preset '{path}', line {e.lineno}: syntax error: {e.msg}") from None
+    scope = {}
+    try:
+        exec(code, scope)
+    except Exception as e:  # whatever the preset's own code raises, reported with its line
+        raise ValueError(f"preset '{path}', line {_error_line(e, path)}: "
+                         f"{type(e).__name__}: {e}") from None
+    return scope
+
+
+def _is_setting(name, value):
+    """A preset's plain values are settings; its imports, functions and classes are helpers."""
+    return not (name.startswith("_") or callable(value) or isinstance(value, type(os)))
+
+
 def _apply_preset(cfg, path):
-    """Execute a preset file (plain assignments, like config.py) and apply what it sets."""
+    """Execute a preset file (assignments, like config.py) and apply the values it sets."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"preset file '{path}' not found; pass an existing .py file "
                                 f"of assignments, or only --name=value arguments")
-    scope = {}
-    exec(compile(Path(path).read_text(), path, "exec"), scope)
-    for name, value in scope.items():
-        if not name.startswith("_") and not isinstance(value, type(os)):
+    for name, value in _run_preset(path).items():
+        if _is_setting(name, value):
             _apply(cfg, name, value, path)
 
 
@@ -87,39 +122,68 @@ def resolve_config(argv=()):
             name, value = _parse_override(arg)
             _apply(cfg, name, value, "command line")
     validate_config(cfg)
+    cfg["seed"] = cfg["seeds"][0]  # the seed of one run; main.py sets it per run
     cfg["n_feat"] = 256 * cfg["n_scales"]  # AlexNet's last conv layer has 256 channels per scale
     return cfg
 
 
-def validate_config(cfg):
-    """Reject impossible settings before any work, naming the setting and the fix."""
+def _fail(name, expected, value):
+    raise ValueError(f"config '{name}' must be {expected}, got {value!r}")
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_ranges(cfg):
+    """Shapes and ranges of the numeric settings, naming the setting that is off."""
     for name in POSITIVE_INTS:
         if cfg[name] <= 0:
-            raise ValueError(f"config '{name}' must be a positive integer, got {cfg[name]}")
+            _fail(name, "a positive integer", cfg[name])
+    for name in NON_NEGATIVE:
+        if not (cfg[name] >= 0 and math.isfinite(cfg[name])):
+            _fail(name, "a finite number >= 0", cfg[name])
+    for name in ("clamp_alpha", "lr_init", "adam_eps"):
+        if not (cfg[name] > 0 and math.isfinite(cfg[name])):
+            _fail(name, "a finite number > 0", cfg[name])
+    betas = cfg["adam_betas"]
+    if len(betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in betas):
+        _fail("adam_betas", "two numbers in [0, 1), e.g. (0.8, 0.8)", betas)
+    if not 0 <= cfg["threshold_percentile"] <= 100:
+        _fail("threshold_percentile", "a number in [0, 100]", cfg["threshold_percentile"])
+    seeds = cfg["seeds"]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                            and 0 <= s <= MAX_SEED for s in seeds):
+        _fail("seeds", f"a non-empty list of integers in [0, {MAX_SEED}] (numpy's seed range)",
+              seeds)
+    if len(set(seeds)) != len(seeds):
+        _fail("seeds", "a list without repeats", seeds)
+
+
+def _check_choices(cfg):
+    """Settings that name one of a few options, or a list of folder names."""
+    for name, choices in (("test_rotations", TEST_ROTATIONS), ("cache_device", CACHE_DEVICES),
+                          ("reference", (*REFERENCES, "none"))):
+        if cfg[name] not in choices:
+            _fail(name, f"one of {choices}", cfg[name])
+    names = cfg["class_names"]
+    if not names or not all(isinstance(c, str) and c and "/" not in c and c not in (".", "..")
+                            for c in names):
+        _fail("class_names", "a non-empty list of class folder names", names)
+    if len(set(names)) != len(names):
+        _fail("class_names", "a list without repeats", names)
+
+
+def validate_config(cfg):
+    """Reject impossible settings before any work, naming the setting and the fix."""
+    _check_ranges(cfg)
     smallest = cfg["img_size"] // 2 ** (cfg["n_scales"] - 1)
     if smallest < ALEXNET_MIN_SIDE:
         raise ValueError(
             f"img_size={cfg['img_size']} with n_scales={cfg['n_scales']} gives a smallest scale of "
             f"{smallest} px; AlexNet needs at least {ALEXNET_MIN_SIDE} px: raise img_size to "
             f"{ALEXNET_MIN_SIDE * 2 ** (cfg['n_scales'] - 1)} or lower n_scales")
-    if cfg["test_rotations"] not in TEST_ROTATIONS:
-        raise ValueError(f"config 'test_rotations' must be one of {TEST_ROTATIONS}, "
-                         f"got {cfg['test_rotations']!r}")
-    if cfg["cache_device"] not in CACHE_DEVICES:
-        raise ValueError(f"config 'cache_device' must be one of {CACHE_DEVICES}, "
-                         f"got {cfg['cache_device']!r}")
-    if not cfg["class_names"] or not all(isinstance(c, str) for c in cfg["class_names"]):
-        raise ValueError(f"config 'class_names' must be a non-empty list of folder names, "
-                         f"got {cfg['class_names']!r}")
-    if not 0 <= cfg["threshold_percentile"] <= 100:
-        raise ValueError(f"config 'threshold_percentile' must lie in [0, 100], "
-                         f"got {cfg['threshold_percentile']}")
-    for name in ("dropout", "transf_brightness", "transf_contrast", "transf_saturation",
-                 "pixel_samples_per_image", "num_workers"):
-        if cfg[name] < 0:
-            raise ValueError(f"config '{name}' must not be negative, got {cfg[name]}")
-    if cfg["clamp_alpha"] <= 0 or cfg["lr_init"] <= 0:
-        raise ValueError("config 'clamp_alpha' and 'lr_init' must be positive")
+    _check_choices(cfg)
     resolve_device(cfg["device"])
 
 
@@ -167,19 +231,33 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def atomic_write(path, write_fn):
-    """Write through a temp file in the same folder, then rename: a reader never sees half a file."""
+def atomic_write(path, write_fn, setting=None):
+    """Write through a temp file in the same folder, then rename: a reader never sees half a
+    file, and a failed write leaves the previous file as it was. With `setting` (the config
+    name or option that chose the folder), an OSError becomes one message naming both."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _write_error(path, e, setting) from e
     os.close(fd)
     try:
         write_fn(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and setting:
+            raise _write_error(path, e, setting) from e
         raise
+
+
+def _write_error(path, error, setting):
+    if not setting:
+        return error
+    return OSError(f"cannot write '{path}': {error.strerror or error}. The previous file, if any, "
+                   f"is unchanged; free disk space or choose another {setting}")
 
 
 def check_writable(folder, name):
@@ -193,92 +271,8 @@ def check_writable(folder, name):
                       f"choose a writable folder with --{name}=PATH") from None
 
 
-def save_checkpoint(path, state):
-    """state: a dict of state_dicts, tensors and plain data (loadable with weights_only=True)."""
-    try:
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
-    except OSError as e:
-        raise OSError(f"cannot write checkpoint '{path}': {e.strerror or e}. The previous "
-                      f"checkpoint is unchanged; free disk space or set checkpoint_dir") from e
-
-
-def load_checkpoint(path, map_location="cpu"):
-    """Load a checkpoint without unpickling code; a foreign file is refused with its name."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint '{path}' not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"'{path}' is not a DifferNet checkpoint (it cannot be read as plain "
-                         f"tensors and data: {type(e).__name__}); pass a checkpoint.pt written by "
-                         f"main.py") from None
-    if not isinstance(state, dict) or not {"flow", "config", "class_name"} <= set(state):
-        raise ValueError(f"'{path}' is not a DifferNet checkpoint (keys flow, config, class_name "
-                         f"missing); pass a checkpoint.pt written by main.py")
-    return state
-
-
-def changed_training_settings(state, cfg):
-    """Names whose value differs from the checkpoint's, other than the architecture and the
-    run's own bookkeeping: a resumed run then no longer equals an uninterrupted one."""
-    ignored = set(ARCHITECTURE_KEYS) | {
-        "resume", "meta_epochs", "verbose", "device", "num_workers", "checkpoint_dir",
-        "results_dir", "class_names", "dataset_path", "make_demo_data", "save_model",
-        "cache_device", "cache_mmap", "grad_map_viz", "grad_map_all", "pixel_auroc",
-        "pixel_samples_per_image", "threshold_percentile"}
-    return sorted(k for k in cfg if k not in ignored and state["config"].get(k) != cfg[k])
-
-
-def check_checkpoint_matches(state, cfg, class_name, path):
-    """Refuse a checkpoint of another class or architecture, listing what differs."""
-    diffs = [f"{k}: checkpoint {state['config'].get(k)!r} vs config {cfg[k]!r}"
-             for k in ARCHITECTURE_KEYS if state["config"].get(k) != cfg[k]]
-    if state["class_name"] != class_name:
-        diffs.insert(0, f"class: checkpoint {state['class_name']!r} vs {class_name!r}")
-    if diffs:
-        raise ValueError(f"checkpoint '{path}' does not match this run; differing: "
-                         + "; ".join(diffs) + ". Delete it, or set resume=False or checkpoint_dir")
-
-
 def fmt(value, digits=4):
     """A number for tables, 'n/a' for a missing or undefined one."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def write_results(rows, results_dir, columns):
-    """results.csv and results.md, one row per class plus a mean row; written atomically."""
-    rows = list(rows) + [mean_row(rows, columns)]
-
-    def write_csv(tmp):
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=[c for c, _ in columns], extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({c: fmt(row.get(c)) for c, _ in columns})
-
-    def write_md(tmp):
-        lines = ["| " + " | ".join(h for _, h in columns) + " |",
-                 "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(fmt(row.get(c)) for c, _ in columns) + " |" for row in rows]
-        Path(tmp).write_text("\n".join(lines) + "\n")
-
-    try:
-        atomic_write(Path(results_dir) / "results.csv", write_csv)
-        atomic_write(Path(results_dir) / "results.md", write_md)
-    except OSError as e:
-        raise OSError(f"cannot write results into '{results_dir}': {e.strerror or e}; "
-                      f"earlier results files are unchanged; set results_dir to a writable "
-                      f"folder") from e
-    return rows
-
-
-def mean_row(rows, columns, mean_keys=("auroc_last", "auroc_max", "pixel_auroc", "seed_auroc")):
-    """Mean of the AUROC columns over the classes that have a value in them."""
-    mean = {columns[0][0]: "mean"}
-    for key in mean_keys:
-        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))
-                  and not math.isnan(r[key])]
-        mean[key] = float(np.mean(values)) if values else None
-    return mean

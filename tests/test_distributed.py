@@ -6,8 +6,7 @@ import sys
 from conftest import ROOT, tiny_args
 from demo_data import write_demo_class
 from main import shard
-from train import checkpoint_path
-from utils import load_checkpoint
+from checkpoints import checkpoint_path, load_checkpoint
 
 
 def test_shard_gives_every_nth_class():

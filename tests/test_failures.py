@@ -1,4 +1,5 @@
 """Bad input and interruptions: a clear error naming the file or setting, nothing lost."""
+import csv
 import os
 import pickle
 import shutil
@@ -12,10 +13,10 @@ import torch
 
 import main
 import train
+import checkpoints
 import utils
 from conftest import ROOT, tiny_args
-from train import checkpoint_path
-from utils import load_checkpoint
+from checkpoints import checkpoint_path, load_checkpoint
 
 
 def test_missing_class_folder_is_reported_before_training(tmp_path, toy_class, capsys):
@@ -72,7 +73,7 @@ def test_checkpoint_of_another_configuration_or_class_is_refused(tmp_path, toy_c
     shutil.copy(checkpoint_path(tmp_path / "ckpt", "toy"), other)
     state = load_checkpoint(other)
     with pytest.raises(ValueError, match="class: checkpoint 'toy' vs 'toy2'"):
-        utils.check_checkpoint_matches(state, state["config"], "toy2", other)
+        checkpoints.check_checkpoint_matches(state, state["config"], "toy2", other)
 
 
 class Payload:
@@ -103,22 +104,35 @@ def test_unwritable_output_folder_is_reported_at_start(tmp_path, toy_class, caps
     assert "config 'checkpoint_dir': cannot write into" in capsys.readouterr().err
 
 
-def test_disk_full_keeps_previous_checkpoint_and_results(tmp_path, toy_class, monkeypatch):
+def test_disk_full_keeps_previous_checkpoint_and_results(tmp_path, toy_class, monkeypatch,
+                                                         capsys):
     main.run(tiny_args(tmp_path, meta_epochs=1))
     ckpt = checkpoint_path(tmp_path / "ckpt", "toy")
     before_ckpt = open(ckpt, "rb").read()
-    before_csv = (tmp_path / "results" / "results.csv").read_text()
 
     def full_disk_save(obj, path):
         with open(path, "wb") as f:
             f.write(b"partial")
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(utils.torch, "save", full_disk_save)
-    with pytest.raises(OSError, match="cannot write checkpoint .*No space left.*unchanged"):
-        main.run(tiny_args(tmp_path, meta_epochs=2, resume=True))
+    with monkeypatch.context() as m:
+        m.setattr(checkpoints.torch, "save", full_disk_save)
+        rows = main.run(tiny_args(tmp_path, meta_epochs=2, resume=True))
+    # the class fails, naming the file and the setting; the previous checkpoint is intact
+    assert rows[0]["status"].startswith(f"failed: cannot write '{ckpt}': No space left")
+    assert "choose another checkpoint_dir" in capsys.readouterr().err
     assert open(ckpt, "rb").read() == before_ckpt
+    assert sorted(os.listdir(os.path.dirname(ckpt))) == ["checkpoint.pt"]  # no temp, no lock
+    before_csv = (tmp_path / "results" / "results.csv").read_text()
+
+    def full_disk_header(self):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(csv.DictWriter, "writeheader", full_disk_header)
+    assert main.main(tiny_args(tmp_path, meta_epochs=2, resume=True)) == 1
+    err = capsys.readouterr().err
+    assert "error: cannot write '" in err and "results_per_seed.csv': No space left" in err
+    assert "choose another results_dir" in err
     assert (tmp_path / "results" / "results.csv").read_text() == before_csv
-    assert sorted(os.listdir(os.path.dirname(ckpt))) == ["checkpoint.pt"]  # no temp file left
+    assert not [p for p in os.listdir(tmp_path / "results") if p.endswith(".tmp")]
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, toy_class):
@@ -146,4 +160,4 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, toy_class):
 def test_resume_with_other_training_settings_warns(tmp_path, toy_class):
     main.run(tiny_args(tmp_path, meta_epochs=1))
     with pytest.warns(UserWarning, match="other than it was trained with: lr_init, seed"):
-        main.run(tiny_args(tmp_path, meta_epochs=2, resume=True, lr_init=1e-3, seed=5))
+        main.run(tiny_args(tmp_path, meta_epochs=2, resume=True, lr_init=1e-3, seeds=[5]))

@@ -13,7 +13,8 @@ from conftest import tiny_args
 from demo_data import write_demo_class
 from localization import gradient_map
 from reports import pixel_report
-from train import checkpoint_path, train_class
+from checkpoints import checkpoint_path
+from train import train_class
 from utils import resolve_config
 
 PNG = b"\x89PNG\r\n\x1a\n"

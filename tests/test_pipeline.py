@@ -8,8 +8,9 @@ import torch
 
 import main
 from conftest import tiny_args
-from train import build_model, checkpoint_path, evaluation_generator, load_class_data, score_set
-from utils import load_checkpoint, resolve_config
+from checkpoints import checkpoint_path, load_checkpoint
+from train import build_model, evaluation_generator, load_class_data, score_set
+from utils import resolve_config
 
 
 def run_main(tmp_path, **extra):

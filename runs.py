@@ -1,0 +1,113 @@
+"""One run = one class trained with one seed: its folders, its lock, its row of the table.
+
+A failure inside a run (training, scoring, reports) is that run's failure: it is printed with
+its message, recorded as `failed: <reason>` in its row, and the next run goes on.
+"""
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from checkpoints import add_to_checkpoint, check_resumable, checkpoint_path, data_fingerprint
+from locks import acquire_lock, release_lock, remove_stale_temps
+from references import REFERENCES
+from reports import class_reports
+from train import NonFiniteLossError, best_auroc, train_class
+
+REASON_LENGTH = 160  # characters of an error message kept in the status column
+
+
+def run_units(cfg):
+    """(class, seed) pairs in table order: every class once per seed."""
+    return [(c, s) for c in cfg["class_names"] for s in cfg["seeds"]]
+
+
+def run_paths(cfg, class_name, seed):
+    """(checkpoint file, results folder) of a run; per-seed sub-folders only with several seeds,
+    so a one-seed run keeps the layout checkpoints/<class>/checkpoint.pt, results/<class>/."""
+    sub = None if len(cfg["seeds"]) == 1 else seed
+    ckpt = checkpoint_path(cfg["checkpoint_dir"], class_name, sub)
+    out = Path(cfg["results_dir"], class_name, *([] if sub is None else [f"seed{sub}"]))
+    return ckpt, out
+
+
+def lock_folder(cfg, class_name, seed):
+    """The folder a run claims: its checkpoint folder, or its results folder without checkpoints."""
+    ckpt, out = run_paths(cfg, class_name, seed)
+    return (Path(ckpt).parent, "checkpoint_dir") if cfg["save_model"] else (out, "results_dir")
+
+
+def lock_runs(cfg, units):
+    """Claim every run's folder before any work; on refusal give back what was taken."""
+    locks = []
+    try:
+        for class_name, seed in units:
+            locks.append(acquire_lock(*lock_folder(cfg, class_name, seed)))
+            ckpt, out = run_paths(cfg, class_name, seed)
+            remove_stale_temps(Path(ckpt).parent)  # ours now: what is left there is a dead write's
+            remove_stale_temps(out)
+    except BaseException:
+        release_locks(locks)
+        raise
+    return locks
+
+
+def check_resumes(cfg, units):
+    """With resume, every existing checkpoint must fit this run's class, architecture, data and
+    meta_epochs: checked for all runs before the first one trains."""
+    if not cfg["resume"]:
+        return
+    for class_name, seed in units:
+        ckpt, _ = run_paths(cfg, class_name, seed)
+        if os.path.isfile(ckpt):
+            check_resumable(ckpt, dict(cfg, seed=seed), class_name,
+                            data_fingerprint(cfg["dataset_path"], class_name))
+
+
+def release_locks(locks):
+    for path in locks:
+        release_lock(path)
+
+
+def run_row(base, state, train_set, test_set, metrics):
+    """The row of a run that finished."""
+    best, best_epoch = best_auroc(state["auroc_history"])
+    return {**base, **metrics, "auroc_last": state["auroc_history"][-1], "auroc_max": best,
+            "epoch_max": best_epoch, "train_images": len(train_set),
+            "test_normal": int((test_set.labels == 0).sum()),
+            "test_anomalous": int((test_set.labels == 1).sum()),
+            "skipped_images": len(train_set.skipped) + len(test_set.skipped),
+            "train_minutes": state["train_seconds"] / 60.0, "status": "ok"}
+
+
+def train_and_report(cfg, class_name, seed, device, base):
+    """Train (or resume) a run, write its reports, store its metrics in its checkpoint."""
+    run_cfg = dict(cfg, seed=seed)
+    ckpt, out = run_paths(cfg, class_name, seed)
+    model, state, train_set, test_set = train_class(run_cfg, class_name, device, ckpt)
+    metrics = class_reports(model, state, train_set, test_set, run_cfg, class_name, device, out)
+    if cfg["save_model"]:
+        add_to_checkpoint(ckpt, metrics=metrics)
+    return run_row(base, state, train_set, test_set, metrics)
+
+
+def failure_reason(error):
+    """Short text for the status column; the whole message is printed."""
+    if isinstance(error, NonFiniteLossError):
+        return "non-finite loss"
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return first if len(first) <= REASON_LENGTH else first[:REASON_LENGTH - 3] + "..."
+
+
+def run_one(cfg, class_name, seed, device):
+    """One run; whatever fails inside it is recorded in its row, and the caller goes on."""
+    table = REFERENCES.get(cfg["reference"], {"auroc": {}})  # 'none': no reference column
+    base = {"class": class_name, "seed": seed, "reference_auroc": table["auroc"].get(class_name)}
+    try:
+        return train_and_report(cfg, class_name, seed, device, base)
+    except Exception as e:  # noqa: BLE001 - a run's failure must not end the other runs
+        if os.environ.get("DIFFERNET_DEBUG"):
+            traceback.print_exc()
+        tag = f"{class_name}, seed {seed}" if len(cfg["seeds"]) > 1 else class_name
+        print(f"ERROR [{tag}] {type(e).__name__}: {e}", file=sys.stderr)
+        return {**base, "status": f"failed: {failure_reason(e)}"}
