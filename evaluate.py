@@ -6,7 +6,9 @@
 One line per image (score and verdict) and OUT/scores.csv; with --maps, one
 gradient-map figure per image in OUT/maps. The verdict threshold is the one
 stored in the checkpoint (a percentile of the training images' scores, config
-threshold_percentile) unless --threshold is given.
+threshold_percentile) unless --threshold is given. When the folder is laid out
+like a class's test set (good/ and defect sub-folders), the image AUROC, AUPR and
+F1-max are printed too and written to OUT/metrics.csv.
 """
 import argparse
 import ast
@@ -14,24 +16,40 @@ import csv
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.models import alexnet
 
+from checkpoints import load_checkpoint
 from data import IMAGE_EXTENSIONS, BadImageError, load_resized, rotation_angles
 from localization import gradient_map
-from train import build_model, evaluation_generator, score_images
+from metrics import image_metrics
 from reports import save_map_figure
-from checkpoints import load_checkpoint
-from utils import atomic_write, resolve_device
+from train import build_model, evaluation_generator, score_images
+from utils import atomic_write, check_writable, resolve_device
+
+
+REQUIRED_CONFIG = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "dropout",
+                   "clamp_alpha", "n_transforms_test", "test_rotations", "seed", "backbone_batch")
 
 
 def load_trained_model(path, device):
-    """Model, config and threshold from a checkpoint, backbone weights included (no download)."""
+    """Model, config and threshold from a checkpoint, backbone weights included (no download).
+    A partial or incompatible checkpoint is one error naming the file."""
     state = load_checkpoint(path)
+    missing = [k for k in ("backbone",) if k not in state]
+    missing += [f"config['{k}']" for k in REQUIRED_CONFIG if k not in state["config"]]
+    if missing:
+        raise ValueError(f"checkpoint '{path}' is incomplete (no {', '.join(missing)}); pass a "
+                         f"checkpoint.pt written by main.py")
     cfg = state["config"]
-    model = build_model(cfg, alexnet(weights=None).features)
-    model.flow.load_state_dict(state["flow"])
-    model.features.backbone.load_state_dict(state["backbone"])
+    try:
+        model = build_model(cfg, alexnet(weights=None).features)
+        model.flow.load_state_dict(state["flow"])
+        model.features.backbone.load_state_dict(state["backbone"])
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint '{path}' does not fit this version's model "
+                         f"({str(e).splitlines()[0]}); retrain it with main.py") from None
     return model.to(device).eval(), cfg, state.get("threshold")
 
 
@@ -79,13 +97,13 @@ def map_name(path, target):
     return "_".join(relative.with_suffix(".png").parts)
 
 
-def write_csv(path, rows):
+def write_table(path, header, rows):
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["image", "score", "verdict", "threshold"])
+            writer.writerow(header)
             writer.writerows(rows)
-    atomic_write(path, write)
+    atomic_write(path, write, setting="--out")
 
 
 def parse_bool(text):
@@ -95,27 +113,65 @@ def parse_bool(text):
     return value
 
 
-def run(args):
-    device = resolve_device(args.device)
-    model, cfg, stored = load_trained_model(args.checkpoint, device)
-    threshold = args.threshold if args.threshold is not None else stored
-    if threshold is None:
-        raise ValueError(f"checkpoint '{args.checkpoint}' holds no threshold (training did not "
-                         f"finish); pass --threshold=X")
-    paths, scores, errors = score_files(model, cfg, collect_images(args.target), device)
-    for message in errors:
-        print(f"skipped: {message}", file=sys.stderr)
+def known_labels(paths, target):
+    """Labels from a class's test layout (target/good/* normal, target/<other>/* anomalous),
+    or None when the folder is not laid out that way."""
+    if not Path(target).is_dir():
+        return None
+    folders = [Path(p).relative_to(target).parts[0] if len(Path(p).relative_to(target).parts) > 1
+               else None for p in paths]
+    if None in folders or "good" not in folders or set(folders) == {"good"}:
+        return None
+    return np.array([int(f != "good") for f in folders])
+
+
+def report_metrics(paths, scores, target, out):
+    """With known labels: image AUROC, AUPR and F1-max printed and written to metrics.csv."""
+    labels = known_labels(paths, target)
+    if labels is None:
+        return None
+    metrics = image_metrics(labels, np.asarray(scores))
+    print("labels from the folder layout (good = normal): " + "  ".join(
+        f"{k} {v:.4f}" for k, v in metrics.items()))
+    write_table(Path(out) / "metrics.csv", list(metrics), [[repr(v) for v in metrics.values()]])
+    return metrics
+
+
+def verdict_rows(paths, scores, threshold):
     rows = []
     for path, score in zip(paths, scores):
         verdict = "anomalous" if score > threshold else "normal"
         print(f"{path}  score {score:.4f}  {verdict}")
         rows.append([str(path), repr(score), verdict, repr(float(threshold))])
-        if args.maps:
-            heat = gradient_map(model, load_resized(path, cfg["img_size"]), cfg["n_transforms_test"],
-                                device, cfg["backbone_batch"])
-            save_map_figure(Path(args.out) / "maps" / map_name(path, args.target), path, heat,
-                            None, score, threshold, setting="--out")
-    write_csv(Path(args.out) / "scores.csv", rows)
+    return rows
+
+
+def write_maps(model, cfg, paths, scores, threshold, args, device):
+    for path, score in zip(paths, scores):
+        heat = gradient_map(model, load_resized(path, cfg["img_size"]), cfg["n_transforms_test"],
+                            device, cfg["backbone_batch"])
+        save_map_figure(Path(args.out) / "maps" / map_name(path, args.target), path, heat,
+                        None, score, threshold, setting="--out")
+
+
+def run(args):
+    """Everything checkable first (device, images, output folder, checkpoint), then scoring."""
+    device = resolve_device(args.device)
+    files = collect_images(args.target)
+    check_writable(args.out, "out")
+    model, cfg, stored = load_trained_model(args.checkpoint, device)
+    threshold = args.threshold if args.threshold is not None else stored
+    if threshold is None:
+        raise ValueError(f"checkpoint '{args.checkpoint}' holds no threshold (training did not "
+                         f"finish); pass --threshold=X")
+    paths, scores, errors = score_files(model, cfg, files, device)
+    for message in errors:
+        print(f"skipped: {message}", file=sys.stderr)
+    rows = verdict_rows(paths, scores, threshold)
+    if args.maps:
+        write_maps(model, cfg, paths, scores, threshold, args, device)
+    write_table(Path(args.out) / "scores.csv", ["image", "score", "verdict", "threshold"], rows)
+    report_metrics(paths, scores, args.target, args.out)
     print(f"{len(rows)} image(s) scored (threshold {threshold:.4f}), {len(errors)} skipped; "
           f"wrote {Path(args.out) / 'scores.csv'}")
     return rows, errors

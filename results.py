@@ -65,7 +65,7 @@ def aggregate_class(class_name, runs):
            "seeds_ok": f"{len(ok)}/{len(runs)}"}
     for key, _ in METRIC_COLUMNS:
         values = _values(ok, key)
-        row[key] = float(np.mean(values)) if values else None
+        row[key] = (values[0] if len(values) == 1 else float(np.mean(values))) if values else None
         row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
     source = ok[0] if ok else runs[0]
     for key, _ in COUNT_COLUMNS:

@@ -94,7 +94,7 @@ def train_and_report(cfg, class_name, seed, device, base):
 def failure_reason(error):
     """Short text for the status column; the whole message is printed."""
     if isinstance(error, NonFiniteLossError):
-        return "non-finite loss"
+        return error.reason
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
     return first if len(first) <= REASON_LENGTH else first[:REASON_LENGTH - 3] + "..."
 

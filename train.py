@@ -20,6 +20,12 @@ from utils import fmt, seed_everything
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+    reason = "non-finite loss"
+
+
+class NonFiniteScoresError(NonFiniteLossError):
+    """Test scores became NaN or infinite: the flow diverged although the loss stayed finite."""
+    reason = "non-finite test scores"
 
 
 class AdamInBackward:
@@ -260,7 +266,7 @@ def evaluate_epoch(model, state, test_images, test_set, cfg, device, progress):
     scores = score_set(model, test_images, cfg, device,
                        evaluation_generator(cfg["seed"], state["epoch"]), progress)
     if not np.isfinite(scores).all():
-        raise NonFiniteLossError(f"{int((~np.isfinite(scores)).sum())} test scores are not finite")
+        raise NonFiniteScoresError(f"{int((~np.isfinite(scores)).sum())} test scores are not finite")
     state["epoch"] += 1
     state["auroc_history"].append(image_auroc(test_set.labels, scores))
     state["test_scores"] = torch.from_numpy(scores)
@@ -284,7 +290,7 @@ def train_class(cfg, class_name, device, ckpt=None, log=print):
             loss = train_meta_epoch(model, optimizer, generator, train_images, cfg, device, progress)
             evaluate_epoch(model, state, test_images, test_set, cfg, device, progress)
         except NonFiniteLossError as e:
-            raise NonFiniteLossError(
+            raise type(e)(
                 f"[{class_name}] {e} in meta epoch {state['epoch'] + 1}; "
                 f"{kept_checkpoint(ckpt, cfg['save_model'])}. Lower lr_init or clamp_alpha") from None
         state["loss_history"].append(loss)
