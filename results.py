@@ -98,13 +98,20 @@ def cell(row, key, n_seeds):
     return fmt(row.get(key))
 
 
+def csv_value(value):
+    """Full precision in the CSV files (means can be recomputed from them); 'n/a' when missing."""
+    if isinstance(value, float) and not math.isnan(value):
+        return repr(value)
+    return fmt(value)
+
+
 def write_csv(path, rows, columns):
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=[c for c, _ in columns], extrasaction="ignore")
             writer.writeheader()
             for row in rows:
-                writer.writerow({c: fmt(row.get(c)) for c, _ in columns})
+                writer.writerow({c: csv_value(row.get(c)) for c, _ in columns})
     atomic_write(path, write, setting="results_dir")
 
 

@@ -22,6 +22,11 @@ def run_units(cfg):
     return [(c, s) for c in cfg["class_names"] for s in cfg["seeds"]]
 
 
+def run_tag(cfg, class_name, seed):
+    """How printed lines name a run: the class, and the seed when there are several."""
+    return f"{class_name} seed {seed}" if len(cfg["seeds"]) > 1 else class_name
+
+
 def run_paths(cfg, class_name, seed):
     """(checkpoint file, results folder) of a run; per-seed sub-folders only with several seeds,
     so a one-seed run keeps the layout checkpoints/<class>/checkpoint.pt, results/<class>/."""
@@ -84,7 +89,8 @@ def train_and_report(cfg, class_name, seed, device, base):
     """Train (or resume) a run, write its reports, store its metrics in its checkpoint."""
     run_cfg = dict(cfg, seed=seed)
     ckpt, out = run_paths(cfg, class_name, seed)
-    model, state, train_set, test_set = train_class(run_cfg, class_name, device, ckpt)
+    model, state, train_set, test_set = train_class(run_cfg, class_name, device, ckpt,
+                                                    tag=run_tag(cfg, class_name, seed))
     metrics = class_reports(model, state, train_set, test_set, run_cfg, class_name, device, out)
     if cfg["save_model"]:
         add_to_checkpoint(ckpt, metrics=metrics)
@@ -108,6 +114,5 @@ def run_one(cfg, class_name, seed, device):
     except Exception as e:  # noqa: BLE001 - a run's failure must not end the other runs
         if os.environ.get("DIFFERNET_DEBUG"):
             traceback.print_exc()
-        tag = f"{class_name}, seed {seed}" if len(cfg["seeds"]) > 1 else class_name
-        print(f"ERROR [{tag}] {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"ERROR [{run_tag(cfg, class_name, seed)}] {type(e).__name__}: {e}", file=sys.stderr)
         return {**base, "status": f"failed: {failure_reason(e)}"}

@@ -214,10 +214,10 @@ def best_auroc(history):
     return max(valid), history.index(max(valid)) + 1
 
 
-def epoch_line(class_name, state, meta_epochs):
+def epoch_line(tag, state, meta_epochs):
     """`[candle] epoch 3/24  loss -1.2345  AUROC 0.9123 (max 0.9250 @ 2)`"""
     best, best_epoch = best_auroc(state["auroc_history"])
-    return (f"[{class_name}] epoch {state['epoch']}/{meta_epochs}  "
+    return (f"[{tag}] epoch {state['epoch']}/{meta_epochs}  "
             f"loss {state['loss_history'][-1]:.4f}  AUROC {fmt(state['auroc_history'][-1])} "
             f"(max {fmt(best)} @ {fmt(best_epoch)})")
 
@@ -252,12 +252,12 @@ def kept_checkpoint(ckpt, save_model):
     return "no checkpoint was written" if save_model else "save_model is off: no checkpoint"
 
 
-def start_state(model, optimizer, generator, cfg, class_name, ckpt, data, log):
+def start_state(model, optimizer, generator, cfg, class_name, ckpt, data, log, tag):
     """A fresh state, or the checkpoint's when resuming (checked against config and data)."""
     if not (cfg["resume"] and os.path.isfile(ckpt)):
         return new_state(class_name, data)
     state = restore(model, optimizer, generator, cfg, class_name, ckpt, data)
-    log(f"[{class_name}] resumed from {ckpt} after meta epoch {state['epoch']}")
+    log(f"[{tag}] resumed from {ckpt} after meta epoch {state['epoch']}")
     return state
 
 
@@ -272,16 +272,18 @@ def evaluate_epoch(model, state, test_images, test_set, cfg, device, progress):
     state["test_scores"] = torch.from_numpy(scores)
 
 
-def train_class(cfg, class_name, device, ckpt=None, log=print):
+def train_class(cfg, class_name, device, ckpt=None, log=print, tag=None):
     """Train (or resume) one class; returns the model, its final state and the image sets.
-    A diverging flow raises NonFiniteLossError; the checkpoint on disk stays the last good one."""
+    A diverging flow raises NonFiniteLossError; the checkpoint on disk stays the last good one.
+    tag names the run in the printed lines (default: the class name)."""
+    tag = tag or class_name
     progress = cfg["verbose"] and sys.stderr.isatty()
     ckpt = ckpt or checkpoint_path(cfg["checkpoint_dir"], class_name)
     model, optimizer, generator = setup_model(cfg, device)
     train_set, test_set = load_class_data(cfg, class_name, progress)
     data = data_fingerprint(cfg["dataset_path"], class_name)
     # restored after the data are loaded, since loading draws from torch's global RNG
-    state = start_state(model, optimizer, generator, cfg, class_name, ckpt, data, log)
+    state = start_state(model, optimizer, generator, cfg, class_name, ckpt, data, log, tag)
     train_images = images_for(train_set, cfg, device)
     test_images = images_for(test_set, cfg, device)
     while state["epoch"] < cfg["meta_epochs"]:
@@ -291,13 +293,13 @@ def train_class(cfg, class_name, device, ckpt=None, log=print):
             evaluate_epoch(model, state, test_images, test_set, cfg, device, progress)
         except NonFiniteLossError as e:
             raise type(e)(
-                f"[{class_name}] {e} in meta epoch {state['epoch'] + 1}; "
+                f"[{tag}] {e} in meta epoch {state['epoch'] + 1}; "
                 f"{kept_checkpoint(ckpt, cfg['save_model'])}. Lower lr_init or clamp_alpha") from None
         state["loss_history"].append(loss)
         state["train_seconds"] += time.perf_counter() - started
         if state["epoch"] == cfg["meta_epochs"]:
             state["threshold"] = training_threshold(model, train_images, cfg, device, progress)
-        log(epoch_line(class_name, state, cfg["meta_epochs"]))
+        log(epoch_line(tag, state, cfg["meta_epochs"]))
         if cfg["save_model"]:
             save_checkpoint(ckpt, snapshot(model, optimizer, generator, cfg, state))
     return model, state, train_set, test_set

@@ -1,0 +1,100 @@
+"""Several seeds: one run per (class, seed), per-seed outputs, mean ± std, resume, torchrun."""
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import main
+import train
+from checkpoints import checkpoint_path, load_checkpoint
+from conftest import ROOT, tiny_args
+from demo_data import write_demo_class
+
+METRICS = ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro")
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_seeds_give_two_checkpoints_and_mean_std_of_the_seed_rows(tmp_path, toy_class):
+    main.run(tiny_args(tmp_path, seeds=[0, 1]))
+    states = [load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", s)) for s in (0, 1)]
+    assert [s["config"]["seed"] for s in states] == [0, 1]
+    assert states[0]["test_scores"].tolist() != states[1]["test_scores"].tolist()
+    for s in (0, 1):
+        assert (tmp_path / "results" / "toy" / f"seed{s}" / "auroc.png").is_file()
+        assert (tmp_path / "results" / "toy" / f"seed{s}" / "per_defect.csv").is_file()
+    per_seed = read_csv(tmp_path / "results" / "results_per_seed.csv")
+    assert [(r["class"], r["seed"]) for r in per_seed] == [("toy", "0"), ("toy", "1")]
+    table = read_csv(tmp_path / "results" / "results.csv")
+    assert [r["class"] for r in table] == ["toy", "mean"] and table[0]["seeds_ok"] == "2/2"
+    md = (tmp_path / "results" / "results.md").read_text()
+    for key in METRICS:
+        values = [float(r[key]) for r in per_seed]
+        mean, std = np.mean(values), np.std(values, ddof=1)
+        assert float(table[0][key]) == pytest.approx(mean, rel=1e-12)
+        assert float(table[0][f"{key}_std"]) == pytest.approx(std, rel=1e-12)
+        assert f"{mean:.4f} ± {std:.4f}" in md
+
+
+def test_resume_of_one_pair_does_not_retrain_the_others(tmp_path, toy_class, monkeypatch):
+    main.run(tiny_args(tmp_path, seeds=[0, 1]))
+    os.remove(checkpoint_path(tmp_path / "ckpt", "toy", 1))  # as if seed 1 was lost
+    trained = []
+    real = train.train_meta_epoch
+
+    def counting(model, optimizer, generator, images, cfg, *args):
+        trained.append(cfg["seed"])
+        return real(model, optimizer, generator, images, cfg, *args)
+    monkeypatch.setattr(train, "train_meta_epoch", counting)
+    rows = main.run(tiny_args(tmp_path, seeds=[0, 1], resume=True))
+    assert trained == [1, 1]  # seed 0 was read back, seed 1 trained for its 2 meta epochs
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+
+
+def test_one_seed_keeps_the_flat_layout_and_table(tmp_path, toy_class):
+    main.run(tiny_args(tmp_path, seeds=[3]))
+    assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy"))["config"]["seed"] == 3
+    header = read_csv(tmp_path / "results" / "results.csv")[0].keys()
+    assert "auroc_last_std" not in header and "seeds_ok" not in header
+    assert (tmp_path / "results" / "toy" / "auroc.png").is_file()
+
+
+def test_torchrun_two_processes_train_each_class_seed_pair_once(tmp_path):
+    classes = ["toy_a", "toy_b"]
+    for k, name in enumerate(classes):
+        write_demo_class(tmp_path / "data" / name, k, size=64, n_train=8, n_test_good=3,
+                         n_test_bad=3)
+    args = tiny_args(tmp_path, class_names=classes, seeds=[0, 1], meta_epochs=1)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", "main.py", *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in classes:
+        for seed in (0, 1):
+            assert out.stdout.count(f"[{name} seed {seed}] epoch 1/1") == 1
+            state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", name, seed))
+            assert state["epoch"] == 1 and state["config"]["seed"] == seed
+    per_seed = read_csv(tmp_path / "results" / "results_per_seed.csv")
+    assert sorted((r["class"], r["seed"]) for r in per_seed) == [
+        ("toy_a", "0"), ("toy_a", "1"), ("toy_b", "0"), ("toy_b", "1")]
+    assert [r["class"] for r in read_csv(tmp_path / "results" / "results.csv")] == classes + ["mean"]
+    assert not (tmp_path / "results" / ".parts").exists()  # rows travel through torch.distributed
+
+
+def test_reference_column_follows_the_preset(tmp_path, toy_class):
+    main.run(tiny_args(tmp_path, class_names=["toy"], meta_epochs=1))
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert "reference AUROC: published VisA adaptation (max over epochs)" in md
+    assert md.splitlines()[-1].split(" | ")[8] == "0.8978"  # the adaptation's published mean
+    (tmp_path / "data" / "mtd").symlink_to(tmp_path / "data" / "toy")
+    main.run([os.path.join(ROOT, "presets", "mtd.py")]
+             + tiny_args(tmp_path, class_names=["mtd"], meta_epochs=1))
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert "reference AUROC: DifferNet paper, Magnetic Tile Defects" in md
+    assert "| mtd |" in md and " 0.9770 " in md
