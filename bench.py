@@ -5,7 +5,9 @@
 Writes VisA-sized JPEGs (1500 x 1000) into a temporary folder, then measures at
 the configured image size and transforms: building the decoded cache, training
 throughput (transformed images per second over one epoch), scoring throughput
-(images x test rotations per second) and peak memory. The reference path does
+(images x test rotations per second), the bytes of uint8 images the data path
+hands to the device per training step and per scored image, and peak memory. The
+reference path does
 what the original code does on the same images: a PIL decode per image and
 epoch, a PIL resize and rotation per transform, and a backbone that is not
 frozen (autograd back-propagates into AlexNet's weights). `--name=value`
@@ -13,10 +15,12 @@ arguments are config overrides (e.g. --device=cuda --amp_bf16=True).
 """
 import argparse
 import json
+import math
 import resource
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +28,10 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+import data
 from data import IMAGENET_MEAN, IMAGENET_STD, build_image_set, rotation_angles
 from model import flow_parameters, load_alexnet_features, nll_loss
-from train import build_model, make_optimizer, score_images, train_one_epoch
+from train import build_model, images_for, make_optimizer, score_images, train_one_epoch
 from utils import resolve_config, resolve_device, return_freed_memory_to_os, seed_everything
 
 VISA_SIZE = (1500, 1000)
@@ -97,6 +102,33 @@ def reference_score(model, paths, cfg, device):
             model.flow(model.features(chunk.to(device)))
 
 
+@contextmanager
+def host_to_device_bytes():
+    """Bytes of uint8 images handed from host memory to data.to_device, the one way images
+    reach the device. On a CPU run this is what a GPU would copy with the cache in host memory;
+    with the cache already on the GPU nothing crosses and the count stays 0."""
+    moved = {"bytes": 0}
+    real = data.to_device
+
+    def counting(images_uint8, device):
+        if images_uint8.device.type == "cpu":
+            moved["bytes"] += images_uint8.nbytes
+        return real(images_uint8, device)
+    data.to_device = counting
+    try:
+        yield moved
+    finally:
+        data.to_device = real
+
+
+def bytes_before_issue_11(cfg, n_train):
+    """What the data path moved before each image crossed once (by formula from the shapes):
+    every transformed copy, per training step (averaged like the count) and per scored image."""
+    image = 3 * cfg["img_size"] ** 2
+    images_per_step = n_train / math.ceil(n_train / cfg["batch_size"])
+    return images_per_step * cfg["n_transforms"] * image, cfg["n_transforms_test"] * image
+
+
 def peak_memory(device):
     """Peak resident memory of this process (GB), and of the GPU when used."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
@@ -118,20 +150,27 @@ def measure_ours(cfg, device, train_paths, test_paths):
         model.features.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.flow, cfg["lr_init"], cfg["adam_betas"], cfg["adam_eps"],
                                cfg["weight_decay"])
-    images = train_set.images.to(device) if cfg["cache_device"] == "device" else train_set.images
+    images = images_for(train_set, cfg, device)
+    test_images = images_for(test_set, cfg, device)
+    results["cache_on_device"] = images.device.type != "cpu"
     gen = torch.Generator().manual_seed(0)
     def epoch(imgs):
         return train_one_epoch(model, optimizer, imgs, cfg["batch_size"], cfg["n_transforms"],
                                device, gen, channels_last=cfg["channels_last"],
                                amp_bf16=cfg["amp_bf16"], backbone_batch=cfg["backbone_batch"])
     epoch(images[:cfg["batch_size"]])  # warm-up step: allocator, cuDNN algorithm choice
-    seconds, _ = timed(lambda: epoch(images), device)
+    with host_to_device_bytes() as moved:
+        seconds, _ = timed(lambda: epoch(images), device)
     results["train_images_per_s"] = len(train_paths) * cfg["n_transforms"] / seconds
+    steps = math.ceil(len(train_paths) / cfg["batch_size"])
+    results["bytes_per_train_step"] = moved["bytes"] / steps
     angles = rotation_angles(len(test_set), cfg["n_transforms_test"], "random", gen)
-    seconds, _ = timed(lambda: score_images(model, test_set.images, angles, device,
-                                            cfg["backbone_batch"], cfg["channels_last"],
-                                            cfg["amp_bf16"]), device)
+    with host_to_device_bytes() as moved:
+        seconds, _ = timed(lambda: score_images(model, test_images, angles, device,
+                                                cfg["backbone_batch"], cfg["channels_last"],
+                                                cfg["amp_bf16"]), device)
     results["score_images_per_s"] = len(test_paths) * cfg["n_transforms_test"] / seconds
+    results["bytes_per_scored_image"] = moved["bytes"] / len(test_paths)
     return results, model
 
 
@@ -147,9 +186,12 @@ def measure_reference(cfg, device, train_paths, test_paths):
 
 
 def full_schedule_minutes(cfg, ours, n_train=900, n_test=200):
-    """Projected time of the default schedule for a 900-image class from the measured rates."""
+    """Projected time of the default schedule for a 900-image class from the measured rates:
+    training, the 24 evaluations of the test set, the threshold pass over the training images
+    and building the cache."""
     train = cfg["meta_epochs"] * cfg["sub_epochs"] * n_train * cfg["n_transforms"] / ours["train_images_per_s"]
-    score = cfg["meta_epochs"] * n_test * cfg["n_transforms_test"] / ours["score_images_per_s"]
+    evaluations = cfg["meta_epochs"] * n_test + n_train  # + the threshold pass, scored once
+    score = evaluations * cfg["n_transforms_test"] / ours["score_images_per_s"]
     cache = (n_train + n_test) / ours["cache_images_per_s"]
     return (train + score + cache) / 60
 
@@ -165,6 +207,13 @@ def report(res):
         lines.append(f"{label:<28}{ours:>12.1f}{ref:>12.1f}{ours / ref:>9.2f}x" if ref else
                      f"{label:<28}{ours:>12.1f}{'-':>12}")
     lines.append(f"{'cache build (img/s)':<28}{res['ours']['cache_images_per_s']:>12.1f}")
+    measured, (before_step, before_image) = res["ours"], res["bytes_before_issue_11"]
+    lines.append(f"uint8 images to the device (counted at data.to_device; cache "
+                 f"{'on the device' if measured['cache_on_device'] else 'in host memory'}): "
+                 f"{measured['bytes_per_train_step'] / 1e6:.2f} MB per training step "
+                 f"(before issue 11: {before_step / 1e6:.2f}), "
+                 f"{measured['bytes_per_scored_image'] / 1e6:.2f} MB per scored image "
+                 f"(before: {before_image / 1e6:.2f})")
     lines.append(f"peak RSS {res['peak_rss_gb']:.2f} GB" + (
         f", peak GPU {res['peak_gpu_gb']:.2f} GB" if res["peak_gpu_gb"] is not None else ""))
     lines.append(f"projected default schedule, 900-image class: {res['projected_minutes']:.1f} min")
@@ -199,6 +248,7 @@ def main(argv=None):
     res = {"machine": machine(device), "device": str(device), "n_train": args.n_train,
            "n_test": args.n_test, "ours": ours, "reference": reference, "peak_rss_gb": rss,
            "peak_gpu_gb": gpu, "projected_minutes": full_schedule_minutes(cfg, ours),
+           "bytes_before_issue_11": bytes_before_issue_11(cfg, args.n_train),
            **{k: cfg[k] for k in ("img_size", "n_transforms", "n_transforms_test", "batch_size",
                                   "channels_last", "amp_bf16", "tf32", "cache_device")}}
     print(report(res))

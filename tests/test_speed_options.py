@@ -4,8 +4,9 @@ import torch
 
 import main
 from conftest import tiny_args
-from train import checkpoint_path, evaluation_generator, score_set, train_class
-from utils import load_checkpoint, resolve_config
+from checkpoints import checkpoint_path, load_checkpoint
+from train import evaluation_generator, score_set, train_class
+from utils import resolve_config
 
 BF16_TOLERANCE = 0.05  # relative difference of bf16-autocast scores from fp32 ones, at most
 

@@ -1,0 +1,137 @@
+"""What the data path moves to the device: every uint8 image crosses through data.to_device,
+each distinct image at most once per training step or scoring batch (issue 11). Counted on the
+CPU, where the same code runs with the device being the CPU."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import data
+import localization
+from data import make_batch
+from model import anomaly_score, load_alexnet_features, nll_loss
+from train import (build_model, embed_in_chunks, finite_mean, images_for, make_optimizer,
+                   score_images, train_one_epoch, NonFiniteLossError)
+
+CPU = torch.device("cpu")
+ARCH = dict(n_scales=1, n_coupling_blocks=2, fc_internal=32, dropout=0.0, clamp_alpha=3.0)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    model = build_model(ARCH, load_alexnet_features(False))
+    return model, make_optimizer(model.flow, 2e-4, (0.8, 0.8), 1e-4, 1e-5)
+
+
+def random_images(n, size=64, seed=0):
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def moved(monkeypatch):
+    """Number of images in each call of data.to_device (and of its import in localization)."""
+    counts = []
+    real = data.to_device
+
+    def counting(images_uint8, device):
+        counts.append(len(images_uint8))
+        return real(images_uint8, device)
+    monkeypatch.setattr(data, "to_device", counting)
+    monkeypatch.setattr(localization, "to_device", counting)
+    return counts
+
+
+def test_a_training_step_moves_each_of_its_images_once(moved):
+    model, optimizer = tiny_model()
+    train_one_epoch(model, optimizer, random_images(11), batch_size=4, n_transforms=3, device=CPU,
+                    generator=torch.Generator().manual_seed(0), backbone_batch=5)
+    # 3 steps of 4, 4 and 3 distinct images; the 3 rotated copies of each are made on the device
+    assert moved == [4, 4, 3]
+
+
+def test_a_scoring_batch_moves_only_its_distinct_images(moved):
+    model, _ = tiny_model()
+    angles = torch.empty(5, 4).uniform_(-180, 180, generator=torch.Generator().manual_seed(1))
+    score_images(model, random_images(5), angles, CPU, backbone_batch=6)
+    # batches of 6 (image, rotation) pairs: images {0,1}, {1,2}, {3,4}, {4}
+    assert moved == [2, 2, 2, 1]
+
+
+def test_a_gradient_map_moves_its_image_once(moved):
+    model, _ = tiny_model()
+    localization.gradient_map(model, random_images(1)[0], 8, CPU, chunk=3)
+    assert moved == [1]
+
+
+@torch.no_grad()
+def old_scores(model, images, angles, backbone_batch):
+    """Scoring as before issue 11: the batch's repeated copies gathered first, then moved."""
+    n, t = angles.shape
+    image_index = torch.arange(n).repeat_interleave(t)
+    flat_angles, scores = angles.reshape(-1), torch.empty(n * t)
+    for start in range(0, n * t, backbone_batch):
+        sel = slice(start, start + backbone_batch)
+        z, _ = model(make_batch(images[image_index[sel]], flat_angles[sel], CPU))
+        scores[sel] = anomaly_score(z).float()
+    return scores.view(n, t).mean(dim=1).numpy()
+
+
+def test_scores_equal_those_of_the_old_batching_bit_for_bit():
+    model, _ = tiny_model()
+    images = random_images(5)
+    angles = torch.empty(5, 4).uniform_(-180, 180, generator=torch.Generator().manual_seed(1))
+    new = score_images(model, images, angles, CPU, backbone_batch=6)
+    np.testing.assert_array_equal(new, old_scores(model.eval(), images, angles, 6))
+
+
+def old_epoch(model, optimizer, images, batch_size, n_transforms, generator, jitter, chunk):
+    """A training epoch as before issue 11, with its generator draws in the same order."""
+    model.train()
+    order = torch.randperm(len(images), generator=generator)
+    losses = []
+    for start in range(0, len(order), batch_size):
+        batch = images[order[start:start + batch_size]].repeat_interleave(n_transforms, dim=0)
+        angles = torch.empty(len(batch)).uniform_(-180.0, 180.0, generator=generator)
+        feats = embed_in_chunks(model, batch, angles, CPU, jitter, generator, False, False, chunk)
+        loss = nll_loss(*model.flow(feats))
+        loss.backward()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def test_training_equals_the_old_batching_bit_for_bit():
+    images, jitter = random_images(11), (0.2, 0.1, 0.1)
+    model, optimizer = tiny_model()
+    new = train_one_epoch(model, optimizer, images, 4, 3, CPU, torch.Generator().manual_seed(0),
+                          jitter=jitter, backbone_batch=5)
+    old_model, old_optimizer = tiny_model()
+    old = old_epoch(old_model, old_optimizer, images, 4, 3, torch.Generator().manual_seed(0),
+                    jitter, 5)
+    assert new == old
+    for a, b in zip(model.flow.parameters(), old_model.flow.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_non_finite_loss_is_found_when_the_epoch_is_read():
+    assert finite_mean([1.0, 2.0]) == 1.5
+    with pytest.raises(NonFiniteLossError, match="training loss is nan at step 2 of 3"):
+        finite_mean([1.0, math.nan, 2.0])
+
+
+def test_cache_stays_in_host_memory_on_the_cpu():
+    images = random_images(3)
+    assert images_for(data.ImageSet(images, np.zeros(3), [""] * 3, [None] * 3),
+                      {"cache_device": "auto"}, CPU) is images
+
+
+def test_auto_puts_the_cache_on_a_gpu_only_within_the_budget(monkeypatch):
+    free = 8 * 2 ** 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
+    gpu = torch.device("cuda")
+    assert data.cache_on_device("auto", gpu, int(free * data.DEVICE_CACHE_SHARE))
+    assert not data.cache_on_device("auto", gpu, int(free * data.DEVICE_CACHE_SHARE) + 1)
+    assert not data.cache_on_device("cpu", gpu, 1)
+    assert data.cache_on_device("device", gpu, 10 * free)
+    assert not data.cache_on_device("auto", CPU, 1)
