@@ -84,9 +84,16 @@ def release_lock(path):
         Path(path).unlink(missing_ok=True)
 
 
-def remove_stale_temps(folder):
-    """Delete the temp files that a killed atomic_write left below a folder this run holds."""
+def remove_stale_temps(folder, recursive=True, min_age=0.0):
+    """Delete the temp files that a killed atomic_write left below a folder. Inside a folder
+    this run holds (locked) every one is stale; in a shared folder min_age spares the temp
+    file of another run's write in progress (such a write takes seconds)."""
     folder = Path(folder)
-    if folder.is_dir():
-        for tmp in folder.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+    if not folder.is_dir():
+        return
+    for tmp in (folder.rglob if recursive else folder.glob)(".*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime >= min_age:
+                tmp.unlink()
+        except FileNotFoundError:
+            pass  # removed meanwhile by its writer

@@ -4,7 +4,6 @@ write the results table.
     python main.py [preset.py] [--name=value ...]
     torchrun --nproc_per_node=N main.py ...   (rank r trains every N-th (class, seed) run)
 """
-import math
 import os
 import sys
 import traceback
@@ -14,16 +13,17 @@ from pathlib import Path
 import torch
 
 from data import BadImageError, find_class_files
-from locks import RunLockedError
+from locks import RunLockedError, remove_stale_temps
 from model import WeightsUnavailableError
 from reports import summary_plot
-from results import write_results
+from results import reference_header, write_results
 from runs import check_resumes, lock_runs, release_locks, run_one, run_units
 from utils import (check_writable, default_values, format_config, resolve_config, resolve_device,
                    return_freed_memory_to_os)
 
 # ranks wait for each other only at the end, after training all their runs: hours, not minutes
 GATHER_TIMEOUT = timedelta(days=7)
+SHARED_TEMP_AGE = 60.0  # s: an older temp file in results_dir itself is a dead write's
 
 
 def shard(units, rank, world_size):
@@ -75,23 +75,12 @@ def configure_torch(cfg):
 
 def write_tables(cfg, runs):
     """Rank 0: the results files and the summary plot; returns the class rows."""
-    remove_stale_temps_top(cfg["results_dir"])
+    remove_stale_temps(cfg["results_dir"], recursive=False, min_age=SHARED_TEMP_AGE)
     rows = write_results(runs, cfg["class_names"], len(cfg["seeds"]), cfg["results_dir"],
                          cfg["reference"])
-    summary_plot(rows, {r["class"]: nan_if_none(r.get("reference_auroc")) for r in rows},
-                 cfg["results_dir"])
+    summary_plot(rows, cfg["results_dir"], reference_header(cfg["reference"]))
     print(Path(cfg["results_dir"], "results.md").read_text())
     return rows
-
-
-def nan_if_none(value):
-    return math.nan if value is None else value
-
-
-def remove_stale_temps_top(results_dir):
-    """Temp files of a table write that was killed (the class folders are cleaned per run)."""
-    for tmp in Path(results_dir).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
 
 
 def run(argv):

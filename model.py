@@ -103,7 +103,10 @@ def subnet_constructor(fc_internal, dropout):
 
 
 def build_flow(n_feat, n_coupling_blocks, fc_internal, dropout, clamp_alpha):
-    """Fixed permutation (seed k for block k) + GLOW affine coupling, n_coupling_blocks times."""
+    """Fixed permutation (seed k for block k) + GLOW affine coupling, n_coupling_blocks times
+    (paper section 3.3). With x split into halves x1, x2, a block computes
+    y1 = x1 * exp(s2(x2)) + t2(x2) and y2 = x2 * exp(s1(y1)) + t1(y1); its log|det J| is the sum
+    of the clamped log-scales s (eq. 2, soft_clamp)."""
     flow = SequenceINN(n_feat)
     for k in range(n_coupling_blocks):
         flow.append(PermuteRandom, seed=k)

@@ -27,10 +27,8 @@ def save_figure(fig, path, setting="results_dir"):
     """Save and close a figure through a temp file in the same folder: never half a PNG."""
     path = Path(path)
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=path.suffix[1:] or "png"))
-    except OSError as e:
-        raise OSError(f"cannot write '{path}': {e.strerror or e}; free disk space or set "
-                      f"{setting}") from e
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=path.suffix[1:] or "png"),
+                     setting=setting)
     finally:
         plt.close(fig)
 
@@ -41,11 +39,7 @@ def write_csv(path, header, rows, setting="results_dir"):
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(rows)
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        raise OSError(f"cannot write '{path}': {e.strerror or e}; free disk space or set "
-                      f"{setting}") from e
+    atomic_write(path, write, setting=setting)
 
 
 def mask_at(mask_path, size):
@@ -118,20 +112,21 @@ def plot_score_histogram(path, labels, scores, threshold):
     save_figure(fig, path)
 
 
-def summary_plot(rows, seed_auroc, results_dir):
-    """All classes' final AUROC beside the seed's published numbers."""
+def summary_plot(rows, results_dir, reference_label):
+    """Every class's final AUROC (the mean over seeds) beside its reference number."""
     rows = [r for r in rows if r.get("class") != "mean"]
     names = [r["class"] for r in rows]
-    ours = [r.get("auroc_last") or float("nan") for r in rows]
-    seed = [seed_auroc.get(n, float("nan")) for n in names]
+
+    def values(key):
+        return [np.nan if r.get(key) is None else r[key] for r in rows]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names) + 2), 4))
-    ax.bar(x - 0.2, ours, 0.4, label="this run (last epoch)")
-    ax.bar(x + 0.2, seed, 0.4, label="seed (max, test-selected)")
+    ax.bar(x - 0.2, values("auroc_last"), 0.4, label="this run (last epoch)")
+    ax.bar(x + 0.2, values("reference_auroc"), 0.4, label=reference_label)
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("image AUROC")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     save_figure(fig, Path(results_dir) / "summary.png")
 

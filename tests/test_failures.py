@@ -14,7 +14,6 @@ import torch
 import main
 import train
 import checkpoints
-import utils
 from conftest import ROOT, tiny_args
 from checkpoints import checkpoint_path, load_checkpoint
 

@@ -89,6 +89,7 @@ def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path, toy_
     for path in leftovers:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
+        os.utime(path, (1e9, 1e9))  # written long ago by a run that was killed
     main.run(tiny_args(tmp_path, meta_epochs=1))
     assert not any(p.exists() for p in leftovers)
 
