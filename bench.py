@@ -32,7 +32,8 @@ import data
 from data import IMAGENET_MEAN, IMAGENET_STD, build_image_set, rotation_angles
 from model import flow_parameters, load_alexnet_features, nll_loss
 from train import build_model, images_for, make_optimizer, score_images, train_one_epoch
-from utils import resolve_config, resolve_device, return_freed_memory_to_os, seed_everything
+from utils import (atomic_write, resolve_config, resolve_device, return_freed_memory_to_os,
+                   seed_everything)
 
 VISA_SIZE = (1500, 1000)
 
@@ -253,7 +254,8 @@ def main(argv=None):
                                   "channels_last", "amp_bf16", "tf32", "cache_device")}}
     print(report(res))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(res, indent=2)),
+                     setting="--json")
     return res
 
 

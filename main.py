@@ -133,8 +133,8 @@ def main(argv):
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: the last checkpoint of each class is complete; continue with "
-              "--resume=True", file=sys.stderr)
+        print("\ninterrupted: every checkpoint written so far is complete (temp file + rename); "
+              "continue with --resume=True", file=sys.stderr)
         return 130
 
 
