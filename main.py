@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from data import BadImageError, find_class_files
+from data import BadImageError, drop_unreadable_masks, find_class_files
 from locks import RunLockedError, remove_stale_temps
 from model import WeightsUnavailableError
 from reports import summary_plot
@@ -59,13 +59,16 @@ def gather_rows(rows, rank, world_size):
 
 
 def check_outputs_and_data(cfg):
-    """Errors that would otherwise surface hours later: unwritable outputs, missing classes.
+    """Errors that would otherwise surface hours later: unwritable outputs, missing classes,
+    unreadable masks (unless skip_bad_images leaves their images out, class by class).
     Every rank checks every class, so all of them stop together."""
     if cfg["save_model"]:
         check_writable(cfg["checkpoint_dir"], "checkpoint_dir")
     check_writable(cfg["results_dir"], "results_dir")
     for class_name in cfg["class_names"]:
-        find_class_files(cfg["dataset_path"], class_name)
+        _, test_files = find_class_files(cfg["dataset_path"], class_name)
+        if not cfg["skip_bad_images"]:
+            drop_unreadable_masks(*test_files, skip_bad=False)
 
 
 def configure_torch(cfg):

@@ -124,15 +124,17 @@ def test_non_finite_scores_fail_the_class_without_claiming_a_checkpoint(tmp_path
 
 
 def test_zero_byte_mask_stops_before_training_or_is_skipped(tmp_path, toy_class, capsys):
-    bad = toy_class / "ground_truth" / "anomaly" / "002.png"
+    write_demo_class(tmp_path / "data" / "toy2", 1, size=64, n_train=8, n_test_good=3, n_test_bad=3)
+    bad = tmp_path / "data" / "toy2" / "ground_truth" / "anomaly" / "002.png"
     bad.write_bytes(b"")
-    rows = main.run(tiny_args(tmp_path, meta_epochs=1))
-    assert rows[0]["status"].startswith(f"failed: cannot read mask '{bad}'")
-    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy"))  # found before training
+    assert main.main(tiny_args(tmp_path, class_names=["toy", "toy2"], meta_epochs=1)) == 1
+    assert f"error: cannot read mask '{bad}'" in capsys.readouterr().err
+    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy"))  # found before any work
     with pytest.warns(UserWarning, match="002.png"):
-        rows = main.run(tiny_args(tmp_path, meta_epochs=1, skip_bad_images=True))
+        rows = main.run(tiny_args(tmp_path, class_names=["toy2"], meta_epochs=1,
+                                  skip_bad_images=True))
     assert rows[0]["status"] == "ok"
-    assert rows[0]["skipped_images"] == 1 and rows[0]["test_anomalous"] == 5
+    assert rows[0]["skipped_images"] == 1 and rows[0]["test_anomalous"] == 2
 
 
 def test_anomalous_images_without_mask_are_counted(tmp_path, toy_class):
