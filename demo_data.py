@@ -16,6 +16,8 @@ from PIL import Image, ImageDraw, ImageFilter
 DEFECTS = ("scratch", "hole", "stain")
 MARKER, MARKER_TEXT = ".complete", "synthetic demo class\n"
 DEMO_SEED = 0  # the data never depend on the training seeds
+# subtle enough that the first evaluation is clearly imperfect and training visibly helps
+DEMO_DEFECTS = {"strength": 0.7, "scale": 0.85}
 
 
 def _background(rng, size):
@@ -36,9 +38,12 @@ def draw_object(rng, size):
     return img.filter(ImageFilter.GaussianBlur(0.6)), c, r
 
 
-def add_defect(rng, img, centre, radius, kind):
-    """Draw one defect inside the object; returns the image and the binary mask."""
+def add_defect(rng, img, centre, radius, kind, strength=1.0, scale=1.0):
+    """Draw one defect inside the object; returns the image and the binary mask. strength < 1
+    blends the defect into the object (lower contrast), scale < 1 shrinks it."""
     size = img.size[0]
+    plain = img.copy()
+    radius = radius * scale
     mask = Image.new("L", img.size, 0)
     draws = (ImageDraw.Draw(img), ImageDraw.Draw(mask))
     angle, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.5) * radius
@@ -52,11 +57,13 @@ def add_defect(rng, img, centre, radius, kind):
         colour = (15, 15, 15) if kind == "hole" else (60, 120, 200)
         for draw, fill in zip(draws, (colour, 255)):
             draw.ellipse([p[0] - rr, p[1] - rr, p[0] + rr, p[1] + rr], fill=fill)
-    return img, mask
+    return Image.blend(plain, img, strength), mask
 
 
-def write_demo_class(class_dir, seed, size=160, n_train=60, n_test_good=20, n_test_bad=24):
-    """Write one synthetic class (JPEG images, PNG masks); idempotent through a done-marker."""
+def write_demo_class(class_dir, seed, size=160, n_train=60, n_test_good=20, n_test_bad=24,
+                     strength=1.0, scale=1.0):
+    """Write one synthetic class (JPEG images, PNG masks) and its done-marker. The defaults draw
+    plain, easy defects (the tests); the demo asks for subtle ones (strength, scale < 1)."""
     class_dir = Path(class_dir)
     rng = np.random.default_rng(seed)
     folders = {"train": class_dir / "train" / "good", "good": class_dir / "test" / "good",
@@ -68,7 +75,7 @@ def write_demo_class(class_dir, seed, size=160, n_train=60, n_test_good=20, n_te
             draw_object(rng, size)[0].save(folders[split] / f"{i:03d}.JPG", quality=95)
     for i in range(n_test_bad):
         img, c, r = draw_object(rng, size)
-        img, mask = add_defect(rng, img, c, r, DEFECTS[i % len(DEFECTS)])
+        img, mask = add_defect(rng, img, c, r, DEFECTS[i % len(DEFECTS)], strength, scale)
         img.save(folders["bad"] / f"{i:03d}.JPG", quality=95)
         mask.save(folders["gt"] / f"{i:03d}.png")
     (class_dir / MARKER).write_text(MARKER_TEXT)
@@ -97,7 +104,7 @@ def ensure_demo_data(dataset_path, class_names):
         print(f"writing synthetic demo class '{name}' into {class_dir}")
         Path(dataset_path).mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=dataset_path))
-        write_demo_class(work, DEMO_SEED + zlib.crc32(name.encode()))
+        write_demo_class(work, DEMO_SEED + zlib.crc32(name.encode()), **DEMO_DEFECTS)
         try:
             if class_dir.is_dir():
                 class_dir.rmdir()  # empty, checked above

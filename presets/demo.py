@@ -15,3 +15,4 @@ sub_epochs = 4
 num_workers = 0
 checkpoint_dir = "checkpoints/demo"
 results_dir = "results/demo"
+reference = "none"
