@@ -38,8 +38,10 @@ def load_checkpoint(path, map_location="cpu", mmap=False):
         raise ValueError(f"'{path}' is not a DifferNet checkpoint (it cannot be read as plain "
                          f"tensors and data: {type(e).__name__}); pass a checkpoint.pt written by "
                          f"main.py") from None
-    if not isinstance(state, dict) or not {"flow", "config", "class_name"} <= set(state):
-        raise ValueError(f"'{path}' is not a DifferNet checkpoint (keys flow, config, class_name "
+    missing = [k for k in ("flow", "config", "class_name") if not isinstance(state, dict)
+               or k not in state]
+    if missing:
+        raise ValueError(f"'{path}' is not a DifferNet checkpoint (keys {', '.join(missing)} "
                          f"missing); pass a checkpoint.pt written by main.py")
     return state
 

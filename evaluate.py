@@ -13,6 +13,7 @@ F1-max are printed too and written to OUT/metrics.csv.
 import argparse
 import ast
 import csv
+import math
 import sys
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def collect_images(target):
         return [target]
     if not target.is_dir():
         raise FileNotFoundError(f"'{target}' is neither an image file nor a folder")
+    # a class folder's ground_truth/ holds masks, not images to score
     files = sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and "ground_truth" not in p.relative_to(target).parts
                    and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
@@ -160,6 +163,8 @@ def run(args):
     files = collect_images(args.target)
     check_writable(args.out, "out")
     model, cfg, stored = load_trained_model(args.checkpoint, device)
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise ValueError(f"--threshold must be a finite number, got {args.threshold}")
     threshold = args.threshold if args.threshold is not None else stored
     if threshold is None:
         raise ValueError(f"checkpoint '{args.checkpoint}' holds no threshold (training did not "

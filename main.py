@@ -14,10 +14,10 @@ import torch
 
 from data import BadImageError, drop_unreadable_masks, find_class_files
 from locks import RunLockedError, remove_stale_temps
-from model import WeightsUnavailableError
+from model import WeightsUnavailableError, load_alexnet_features
 from reports import summary_plot
 from results import reference_header, write_results
-from runs import check_resumes, lock_runs, release_locks, run_one, run_units
+from runs import check_checkpoints, lock_runs, release_locks, run_one, run_units
 from utils import (check_writable, default_values, format_config, resolve_config, resolve_device,
                    return_freed_memory_to_os)
 
@@ -60,11 +60,15 @@ def gather_rows(rows, rank, world_size):
 
 def check_outputs_and_data(cfg):
     """Errors that would otherwise surface hours later: unwritable outputs, missing classes,
-    unreadable masks (unless skip_bad_images leaves their images out, class by class).
+    unavailable AlexNet weights, unreadable masks (unless skip_bad_images leaves their images
+    out, class by class).
     Every rank checks every class, so all of them stop together."""
     if cfg["save_model"]:
         check_writable(cfg["checkpoint_dir"], "checkpoint_dir")
     check_writable(cfg["results_dir"], "results_dir")
+    if cfg["cache_mmap"]:
+        check_writable(cfg["cache_mmap"], "cache_mmap")
+    load_alexnet_features(cfg["pretrained"], cfg["weights_path"])  # offline, wrong file: now
     for class_name in cfg["class_names"]:
         _, test_files = find_class_files(cfg["dataset_path"], class_name)
         if not cfg["skip_bad_images"]:
@@ -97,9 +101,9 @@ def run(argv):
         ensure_demo_data(cfg["dataset_path"], cfg["class_names"])
     check_outputs_and_data(cfg)
     my_runs = shard(run_units(cfg), rank, world_size)
-    check_resumes(cfg, my_runs)
     locks = lock_runs(cfg, my_runs)
     try:
+        check_checkpoints(cfg, my_runs)
         if rank == 0:
             print(f"config (device {device}, {world_size} process(es)):\n{format_config(cfg)}")
         rows = [run_one(cfg, class_name, seed, device) for class_name, seed in my_runs]
@@ -129,7 +133,7 @@ def main(argv):
         return 0
     try:
         return report_failures(run(argv))
-    except (ValueError, TypeError, KeyError, FileNotFoundError, BadImageError,
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, BadImageError,
             WeightsUnavailableError, RunLockedError, OSError) as e:
         if os.environ.get("DIFFERNET_DEBUG"):
             traceback.print_exc()

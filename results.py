@@ -23,13 +23,13 @@ METRIC_COLUMNS = [
     ("pixel_auroc", "pixel AUROC"),
     ("aupro", "AUPRO (FPR ≤ 0.3)"),
 ]
+TIME_COLUMNS = [("train_minutes", "train+eval minutes")]  # per run; mean over seeds
 COUNT_COLUMNS = [
     ("train_images", "train images"),
     ("test_normal", "test normal"),
     ("test_anomalous", "test anomalous"),
     ("skipped_images", "skipped images"),
     ("masks_missing", "anomalous without mask"),
-    ("train_minutes", "train+eval minutes"),
 ]
 MEAN_KEYS = ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro",
              "reference_auroc")
@@ -38,7 +38,8 @@ MEAN_KEYS = ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro"
 def run_columns(reference_header):
     """Columns of results_per_seed.csv: one row per (class, seed) run."""
     return ([("class", "class"), ("seed", "seed")] + METRIC_COLUMNS
-            + [("reference_auroc", reference_header)] + COUNT_COLUMNS + [("status", "status")])
+            + [("reference_auroc", reference_header)] + COUNT_COLUMNS + TIME_COLUMNS
+            + [("status", "status")])
 
 
 def class_columns(reference_header, n_seeds):
@@ -49,7 +50,7 @@ def class_columns(reference_header, n_seeds):
                    for c in ((key, f"{head} mean"), (f"{key}_std", f"{head} std"))]
     seeds = [("seeds_ok", "seeds finished")] if n_seeds > 1 else []
     return ([("class", "class")] + metrics + [("reference_auroc", reference_header)]
-            + COUNT_COLUMNS + seeds + [("status", "status")])
+            + COUNT_COLUMNS + TIME_COLUMNS + seeds + [("status", "status")])
 
 
 def _values(rows, key):
@@ -63,7 +64,7 @@ def aggregate_class(class_name, runs):
     ok = [r for r in runs if r.get("status") == "ok"]
     row = {"class": class_name, "reference_auroc": runs[0].get("reference_auroc"),
            "seeds_ok": f"{len(ok)}/{len(runs)}"}
-    for key, _ in METRIC_COLUMNS:
+    for key, _ in METRIC_COLUMNS + TIME_COLUMNS:
         values = _values(ok, key)
         row[key] = (values[0] if len(values) == 1 else float(np.mean(values))) if values else None
         row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None

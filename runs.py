@@ -28,43 +28,51 @@ def run_tag(cfg, class_name, seed):
 
 
 def run_paths(cfg, class_name, seed):
-    """(checkpoint file, results folder) of a run; per-seed sub-folders only with several seeds,
-    so a one-seed run keeps the layout checkpoints/<class>/checkpoint.pt, results/<class>/."""
-    sub = None if len(cfg["seeds"]) == 1 else seed
-    ckpt = checkpoint_path(cfg["checkpoint_dir"], class_name, sub)
-    out = Path(cfg["results_dir"], class_name, *([] if sub is None else [f"seed{sub}"]))
-    return ckpt, out
+    """(checkpoint file, results folder) of a run. With several seeds each has its sub-folder
+    seed<k>; a one-seed run keeps checkpoints/<class>/checkpoint.pt and results/<class>/,
+    unless only the seed<k> checkpoint of an earlier several-seed run exists: that one is used."""
+    per_seed = (checkpoint_path(cfg["checkpoint_dir"], class_name, seed),
+                Path(cfg["results_dir"], class_name, f"seed{seed}"))
+    flat = (checkpoint_path(cfg["checkpoint_dir"], class_name), Path(cfg["results_dir"], class_name))
+    if len(cfg["seeds"]) > 1 or (os.path.isfile(per_seed[0]) and not os.path.isfile(flat[0])):
+        return per_seed
+    return flat
 
 
-def lock_folder(cfg, class_name, seed):
-    """The folder a run claims: its checkpoint folder, or its results folder without checkpoints."""
+def lock_folders(cfg, class_name, seed):
+    """The folders a run writes, each with the setting that chose it."""
     ckpt, out = run_paths(cfg, class_name, seed)
-    return (Path(ckpt).parent, "checkpoint_dir") if cfg["save_model"] else (out, "results_dir")
+    folders = [(out, "results_dir")]
+    return folders + [(Path(ckpt).parent, "checkpoint_dir")] if cfg["save_model"] else folders
 
 
 def lock_runs(cfg, units):
-    """Claim every run's folder before any work; on refusal give back what was taken."""
+    """Claim every run's folders before any work; on refusal give back what was taken."""
     locks = []
     try:
         for class_name, seed in units:
-            locks.append(acquire_lock(*lock_folder(cfg, class_name, seed)))
-            ckpt, out = run_paths(cfg, class_name, seed)
-            remove_stale_temps(Path(ckpt).parent)  # ours now: what is left there is a dead write's
-            remove_stale_temps(out)
+            for folder, setting in lock_folders(cfg, class_name, seed):
+                locks.append(acquire_lock(folder, setting))
+                remove_stale_temps(folder)  # ours now: a temp file there is a dead write's
     except BaseException:
         release_locks(locks)
         raise
     return locks
 
 
-def check_resumes(cfg, units):
-    """With resume, every existing checkpoint must fit this run's class, architecture, data and
-    meta_epochs: checked for all runs before the first one trains."""
-    if not cfg["resume"]:
-        return
+def check_checkpoints(cfg, units):
+    """Before the first run trains: with resume, every existing checkpoint must fit this run's
+    class, architecture, data and meta_epochs; without resume, none may be overwritten."""
     for class_name, seed in units:
         ckpt, _ = run_paths(cfg, class_name, seed)
-        if os.path.isfile(ckpt):
+        if not os.path.isfile(ckpt):
+            continue
+        if not cfg["resume"] and cfg["save_model"]:
+            raise FileExistsError(
+                f"checkpoint '{ckpt}' exists already; continue it with --resume=True (a finished "
+                f"run is read back, not retrained), or move it away, or choose another "
+                f"checkpoint_dir. Nothing was overwritten")
+        if cfg["resume"]:
             check_resumable(ckpt, dict(cfg, seed=seed), class_name,
                             data_fingerprint(cfg["dataset_path"], class_name))
 

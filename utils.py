@@ -143,6 +143,8 @@ def _check_ranges(cfg):
     for name in NON_NEGATIVE:
         if not (cfg[name] >= 0 and math.isfinite(cfg[name])):
             _fail(name, "a finite number >= 0", cfg[name])
+    if not 0 <= cfg["dropout"] < 1:
+        _fail("dropout", "a probability in [0, 1)", cfg["dropout"])
     for name in ("clamp_alpha", "lr_init", "adam_eps"):
         if not (cfg[name] > 0 and math.isfinite(cfg[name])):
             _fail(name, "a finite number > 0", cfg[name])
@@ -231,6 +233,15 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file under this process's umask
+
+
 def atomic_write(path, write_fn, setting=None):
     """Write through a temp file in the same folder, then rename: a reader never sees half a
     file, and a failed write leaves the previous file as it was. With `setting` (the config
@@ -244,6 +255,7 @@ def atomic_write(path, write_fn, setting=None):
     os.close(fd)
     try:
         write_fn(tmp)
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes files owner-only; outputs are ordinary files
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):

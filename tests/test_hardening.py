@@ -282,3 +282,60 @@ def test_evaluate_checks_its_output_before_work_and_reports_metrics(tmp_path, to
     values = [float(v) for v in lines[1].split(",")]
     assert all(0 <= v <= 1 for v in values[:3])
     assert values[0] == pytest.approx(load_checkpoint(ckpt)["auroc_history"][-1], abs=0.2)
+
+
+def test_an_existing_checkpoint_is_never_overwritten_without_resume(tmp_path, toy_class, capsys):
+    main.run(tiny_args(tmp_path, meta_epochs=2))
+    ckpt = checkpoint_path(tmp_path / "ckpt", "toy")
+    before = open(ckpt, "rb").read()
+    assert main.main(tiny_args(tmp_path, meta_epochs=2)) == 1
+    err = capsys.readouterr().err
+    assert f"error: checkpoint '{ckpt}' exists already; continue it with --resume=True" in err
+    assert open(ckpt, "rb").read() == before
+
+
+def test_results_folder_is_locked_too(tmp_path, toy_class, capsys):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = tmp_path / "results" / "toy" / LOCK_NAME
+        lock.parent.mkdir(parents=True)
+        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
+        assert main.main(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "elsewhere"))) == 1
+        assert "another results_dir" in capsys.readouterr().err
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_one_seed_finds_the_checkpoint_of_an_earlier_several_seed_run(tmp_path, toy_class,
+                                                                      capsys):
+    main.run(tiny_args(tmp_path, seeds=[0, 1], meta_epochs=1))
+    main.run(tiny_args(tmp_path, seeds=[0], meta_epochs=1, resume=True))
+    assert "[toy] resumed from" in capsys.readouterr().out
+    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy"))  # no second layout
+
+
+def test_unavailable_weights_stop_before_any_class(tmp_path, toy_class, capsys):
+    assert main.main(tiny_args(tmp_path, weights_path=str(tmp_path / "none.pth"))) == 1
+    assert "none.pth' not found" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt" / "toy").exists()
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path, toy_class):
+    main.run(tiny_args(tmp_path, meta_epochs=1))
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (checkpoint_path(tmp_path / "ckpt", "toy"), tmp_path / "results" / "results.csv",
+                 tmp_path / "results" / "toy" / "auroc.png"):
+        assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_dropout_and_evaluate_threshold_ranges(tmp_path, toy_class, capsys):
+    import evaluate
+    with pytest.raises(ValueError, match="config 'dropout' must be a probability in \\[0, 1\\)"):
+        resolve_config(["--dropout=1.5"])
+    main.run(tiny_args(tmp_path, meta_epochs=1))
+    ckpt = checkpoint_path(tmp_path / "ckpt", "toy")
+    assert evaluate.main([ckpt, str(toy_class), "--threshold=nan", "--out",
+                          str(tmp_path / "e")]) == 1
+    assert "--threshold must be a finite number" in capsys.readouterr().err
