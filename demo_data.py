@@ -17,7 +17,7 @@ DEFECTS = ("scratch", "hole", "stain")
 MARKER, MARKER_TEXT = ".complete", "synthetic demo class\n"
 DEMO_SEED = 0  # the data never depend on the training seeds
 # subtle enough that the first evaluation is clearly imperfect and training visibly helps
-DEMO_DEFECTS = {"strength": 0.7, "scale": 0.85}
+DEMO_DEFECTS = {"strength": 0.7, "scale": 0.85, "labels": True}
 
 
 def _background(rng, size):
@@ -61,9 +61,10 @@ def add_defect(rng, img, centre, radius, kind, strength=1.0, scale=1.0):
 
 
 def write_demo_class(class_dir, seed, size=160, n_train=60, n_test_good=20, n_test_bad=24,
-                     strength=1.0, scale=1.0):
+                     strength=1.0, scale=1.0, labels=False):
     """Write one synthetic class (JPEG images, PNG masks) and its done-marker. The defaults draw
-    plain, easy defects (the tests); the demo asks for subtle ones (strength, scale < 1)."""
+    plain, easy defects (the tests); the demo asks for subtle ones (strength, scale < 1) and,
+    with labels, a defects.csv naming each anomalous image's defect (per-defect results)."""
     class_dir = Path(class_dir)
     rng = np.random.default_rng(seed)
     folders = {"train": class_dir / "train" / "good", "good": class_dir / "test" / "good",
@@ -78,6 +79,9 @@ def write_demo_class(class_dir, seed, size=160, n_train=60, n_test_good=20, n_te
         img, mask = add_defect(rng, img, c, r, DEFECTS[i % len(DEFECTS)], strength, scale)
         img.save(folders["bad"] / f"{i:03d}.JPG", quality=95)
         mask.save(folders["gt"] / f"{i:03d}.png")
+    if labels:
+        rows = "".join(f"{i:03d},{DEFECTS[i % len(DEFECTS)]}\n" for i in range(n_test_bad))
+        (class_dir / "defects.csv").write_text("image,defect\n" + rows)
     (class_dir / MARKER).write_text(MARKER_TEXT)
 
 

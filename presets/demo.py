@@ -18,6 +18,7 @@ test_rotations = "fixed"
 meta_epochs = 5
 sub_epochs = 8
 num_workers = 0
+resume = True  # running the demo again reads the finished run back instead of refusing
 checkpoint_dir = "checkpoints/demo"
 results_dir = "results/demo"
 reference = "none"
