@@ -170,8 +170,12 @@ def build_class(out, name, settings, build, script):
     if work.exists():
         shutil.rmtree(work)  # left by an interrupted run
     work.mkdir(parents=True)
-    build(work)
-    write_marker(work, settings)
+    try:
+        build(work)
+        write_marker(work, settings)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # half a class is of no use to anyone
+        raise
     warn_if_download_changed(name, read_marker(final) if final.exists() else None,
                              read_marker(work))
     if final.exists():

@@ -52,6 +52,19 @@ def check_root(visa_root):
                            f"use it directly as dataset_path (--dataset_path='{root}')")
 
 
+def check_class_folders(visa_root, names):
+    """The class folders of the split must be in --visa_root; say so before any file is read."""
+    missing = [n for n in names if not (Path(visa_root) / n).is_dir()]
+    if len(missing) == len(names):
+        raise PrepareError(f"--visa_root '{visa_root}' holds none of the split's class folders "
+                           f"({', '.join(names[:4])}, ...); pass the extracted VisA folder, the "
+                           f"one that holds them")
+    if missing:
+        raise PrepareError(f"--visa_root '{visa_root}' lacks the class folder(s) "
+                           f"{', '.join(missing)}; re-extract the VisA archive, or leave them out "
+                           f"with --classes")
+
+
 def split_source(visa_root, split_csv=None):
     """The split file: --split_csv, else the download's, else the copy shipped in splits/."""
     if split_csv:
@@ -219,13 +232,15 @@ def report_counts(name, counts):
 
 def prepare(visa_root, out, classes=None, split_csv=None, link="copy"):
     check_root(visa_root)
-    out = check_out_writable(out)
     csv_path = split_source(visa_root, split_csv)
     split = read_split(csv_path)
+    names = select_classes(split, classes)
+    check_class_folders(visa_root, names)
+    out = check_out_writable(out)  # after every check of the input: nothing created in vain
     print(f"split: {csv_path}" + ("  (the copy shipped with this repository: the download has "
                                   f"no {SPLIT_CSV})" if csv_path == BUNDLED_SPLIT else ""))
     status = {}
-    for name in select_classes(split, classes):
+    for name in names:
         status[name] = prepare_class(visa_root, name, split[name], out, link)
         report_counts(name, split_counts(split[name]))
     print(f"{sum(s == 'written' for s in status.values())} class(es) written, "

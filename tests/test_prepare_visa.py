@@ -232,9 +232,23 @@ def test_expected_failures_are_one_error_line(raw, tmp_path, capsys, case, messa
 
 def test_unwritable_out_is_found_before_any_work(raw, tmp_path):
     (tmp_path / "a_file").write_text("x")
-    (raw / "split_csv" / "1cls.csv").write_text("broken")  # would fail later
     with pytest.raises(PrepareError, match="--out"):
         prepare(raw, tmp_path / "a_file" / "prepared")
+
+
+def test_a_folder_without_the_class_folders_is_named_and_nothing_is_created(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PrepareError, match="holds none of the split's class folders"):
+        prepare(empty, tmp_path / "out")  # falls back to the shipped split
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_class_leaves_no_partial_folder(raw, tmp_path):
+    (raw / "candle" / "Data" / "Masks" / "Anomaly" / "001.png").write_bytes(b"")
+    with pytest.raises(PrepareError, match="001.png"):
+        prepare(raw, tmp_path / "out", classes=["candle"])
+    assert sorted(os.listdir(tmp_path / "out")) == []
 
 
 @pytest.mark.parametrize("case, message", [
