@@ -254,7 +254,7 @@ def class_reports(model, state, train_set, test_set, cfg, class_name, device, ou
     types = defect_types(test_set, Path(cfg["dataset_path"]) / class_name)
     write_csv(out / "per_defect.csv", PER_DEFECT_COLUMNS,
               per_defect_rows(labels, scores, types, threshold))
-    misses = worst_misses(labels, scores, cfg.get("n_misses", 8))
+    misses = worst_misses(labels, scores, cfg["n_misses"])
     shown = [i for i in range(len(test_set)) if cfg["grad_map_viz"]
              and (labels[i] == 1 or cfg["grad_map_all"])]
     heat_of = MapSource(model, test_set, cfg, device, [i for _, _, i in misses] + shown)
@@ -266,5 +266,4 @@ def class_reports(model, state, train_set, test_set, cfg, class_name, device, ou
         write_misses(out / "misses", misses, test_set, scores, types, threshold, heat_of)
     map_figures(out / "maps", shown, test_set, scores, threshold, heat_of)
     state["metrics"] = metrics
-    state["pixel_auroc"] = metrics["pixel_auroc"]  # the results table's column
     return metrics
