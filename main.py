@@ -5,8 +5,10 @@ write the results table.
     torchrun --nproc_per_node=N main.py ...   (rank r trains every N-th (class, seed) run)
 """
 import os
+import signal
 import sys
 import traceback
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -126,8 +128,19 @@ def report_failures(rows):
     return 0
 
 
+def stop_on_sigterm(signum, frame):
+    """A scheduler's SIGTERM ends the run like Ctrl-C: locks released, checkpoints complete."""
+    raise KeyboardInterrupt
+
+
+def one_line_warning(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
+
+
 def main(argv):
     """Entry point: expected failures end with one clear message and exit code 1."""
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    warnings.formatwarning = one_line_warning  # users read the message, not our line numbers
     if any(a in ("-h", "--help") for a in argv):
         print(f"{__doc__}\nconfig names and defaults (config.py):\n{format_config(default_values())}")
         return 0

@@ -339,3 +339,21 @@ def test_dropout_and_evaluate_threshold_ranges(tmp_path, toy_class, capsys):
     assert evaluate.main([ckpt, str(toy_class), "--threshold=nan", "--out",
                           str(tmp_path / "e")]) == 1
     assert "--threshold must be a finite number" in capsys.readouterr().err
+
+
+def test_sigterm_ends_like_ctrl_c_and_releases_the_lock(tmp_path, toy_class):
+    import signal
+    import time
+    args = tiny_args(tmp_path, meta_epochs=50)
+    proc = subprocess.Popen([sys.executable, "main.py", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpt = checkpoint_path(tmp_path / "ckpt", "toy")
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not os.path.exists(ckpt):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted: every checkpoint written so far" in err
+    assert not (tmp_path / "ckpt" / "toy" / LOCK_NAME).exists()
+    assert not (tmp_path / "results" / "toy" / LOCK_NAME).exists()
+    assert 1 <= load_checkpoint(ckpt)["epoch"] < 50

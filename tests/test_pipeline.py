@@ -29,6 +29,10 @@ def test_end_to_end_writes_results_and_checkpoint(tmp_path, toy_class, capsys):
     assert [r["class"] for r in table] == ["toy", "mean"]
     assert float(table[0]["auroc_last"]) == pytest.approx(rows["toy"]["auroc_last"], abs=1e-4)
     assert table[0]["status"] == "ok"
+    for key in ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro"):
+        assert 0.0 <= float(table[0][key]) <= 1.0 and 0.0 <= float(table[1][key]) <= 1.0
+    misses = tmp_path / "results" / "toy" / "misses"
+    assert len(list(misses.glob("*.png"))) == 2 * 6 and (misses / "misses.csv").is_file()
     md = (tmp_path / "results" / "results.md").read_text()
     assert "max AUROC (test-selected)" in md and "| toy |" in md
     state = torch.load(checkpoint_path(tmp_path / "ckpt", "toy"), weights_only=True)
