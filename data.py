@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+SKIP_HINT = ", or set skip_bad_images=True to leave it out with a warning"  # main.py's remedy
 READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)  # what PIL raises on bad files
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -114,11 +115,10 @@ def read_rgb(path):
             return img.convert("RGB")
     except Image.DecompressionBombError as e:
         raise BadImageError(f"image '{path}' is too large to decode safely ({e}). Shrink or "
-                            f"remove it, or set skip_bad_images=True to leave it out with a "
-                            f"warning") from None
+                            f"remove it{SKIP_HINT}") from None
     except READ_ERRORS as e:
-        raise BadImageError(f"cannot read image '{path}': {e}. Remove or replace the file, or "
-                            f"set skip_bad_images=True to leave it out with a warning") from None
+        raise BadImageError(f"cannot read image '{path}': {e}. Remove or replace the "
+                            f"file{SKIP_HINT}") from None
 
 
 def load_resized(path, size):

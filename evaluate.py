@@ -22,7 +22,7 @@ import torch
 from torchvision.models import alexnet
 
 from checkpoints import load_checkpoint
-from data import IMAGE_EXTENSIONS, BadImageError, load_resized, rotation_angles
+from data import IMAGE_EXTENSIONS, SKIP_HINT, BadImageError, load_resized, rotation_angles
 from localization import gradient_map
 from metrics import image_metrics
 from reports import save_map_figure
@@ -79,7 +79,7 @@ def decode(paths, size):
             images.append(load_resized(path, size))
             good.append(path)
         except BadImageError as e:
-            errors.append(str(e))
+            errors.append(str(e).replace(SKIP_HINT, ""))  # evaluate.py skips it anyway
     return images, good, errors
 
 

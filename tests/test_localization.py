@@ -77,6 +77,7 @@ def test_evaluate_scores_a_folder_applies_threshold_and_reports_bad_files(traine
     assert evaluate.main([ckpt, str(folder), "--out", str(out), "--maps=True"]) == 0
     printed = capsys.readouterr()
     assert "fake.png" in printed.err and "cannot read image" in printed.err
+    assert "skip_bad_images" not in printed.err  # main.py's option means nothing here
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 18 and not any("fake" in r["image"] for r in rows)
