@@ -30,3 +30,14 @@ def toy_class(tmp_path):
     class_dir = tmp_path / "data" / "toy"
     write_demo_class(class_dir, seed=0, size=64, n_train=16, n_test_good=6, n_test_bad=6)
     return class_dir
+
+
+def loss_that_turns_nan_at(call, real_loss):
+    """nll_loss that returns NaN at its call-th call (the toy class takes 2 steps per epoch)."""
+    calls = {"n": 0}
+
+    def loss(z, log_det):
+        calls["n"] += 1
+        value = real_loss(z, log_det)
+        return value * float("nan") if calls["n"] == call else value
+    return loss

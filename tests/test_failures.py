@@ -14,7 +14,7 @@ import torch
 import main
 import train
 import checkpoints
-from conftest import ROOT, tiny_args
+from conftest import ROOT, loss_that_turns_nan_at, tiny_args
 from checkpoints import checkpoint_path, load_checkpoint
 
 
@@ -48,13 +48,7 @@ def test_non_finite_loss_fails_the_class_keeps_checkpoint_and_continues(tmp_path
                                                                        monkeypatch):
     from demo_data import write_demo_class
     write_demo_class(tmp_path / "data" / "toy2", 1, size=64, n_train=8, n_test_good=3, n_test_bad=3)
-    real_loss, calls = train.nll_loss, {"n": 0}
-
-    def loss_that_diverges_in_epoch_2(z, log_det):
-        calls["n"] += 1
-        value = real_loss(z, log_det)
-        return value * float("nan") if calls["n"] == 3 else value  # toy: 2 steps per epoch
-    monkeypatch.setattr(train, "nll_loss", loss_that_diverges_in_epoch_2)
+    monkeypatch.setattr(train, "nll_loss", loss_that_turns_nan_at(3, train.nll_loss))  # epoch 2
     rows = {r["class"]: r for r in main.run(tiny_args(tmp_path, class_names=["toy", "toy2"]))}
     assert rows["toy"]["status"] == "failed: non-finite loss"
     assert rows["toy2"]["status"] == "ok"

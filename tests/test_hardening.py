@@ -14,7 +14,7 @@ import main
 import reports
 import train
 from checkpoints import checkpoint_path, load_checkpoint
-from conftest import ROOT, tiny_args
+from conftest import ROOT, loss_that_turns_nan_at, tiny_args
 from demo_data import ensure_demo_data, write_demo_class
 from locks import LOCK_NAME, RunLockedError, acquire_lock, release_lock
 from utils import resolve_config
@@ -175,13 +175,8 @@ def test_extended_checkpoint_never_keeps_a_stale_threshold(tmp_path, toy_class, 
     main.run(tiny_args(tmp_path, meta_epochs=1))
     ckpt = checkpoint_path(tmp_path / "ckpt", "toy")
     assert "threshold" in load_checkpoint(ckpt)
-    real_loss, calls = train.nll_loss, {"n": 0}
-
-    def loss_that_diverges_in_epoch_3(z, log_det):
-        calls["n"] += 1
-        value = real_loss(z, log_det)
-        return value * float("nan") if calls["n"] == 3 else value  # toy: 2 steps per epoch
-    monkeypatch.setattr(train, "nll_loss", loss_that_diverges_in_epoch_3)
+    # the resumed run's 2nd epoch (meta epoch 3) diverges: calls 1-2 are meta epoch 2
+    monkeypatch.setattr(train, "nll_loss", loss_that_turns_nan_at(3, train.nll_loss))
     rows = main.run(tiny_args(tmp_path, meta_epochs=3, resume=True))
     state = load_checkpoint(ckpt)
     assert rows[0]["status"] == "failed: non-finite loss"
