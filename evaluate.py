@@ -158,11 +158,11 @@ def write_maps(model, cfg, paths, scores, threshold, args, device):
 
 
 def run(args):
-    """Everything checkable first (device, images, output folder, checkpoint), then scoring."""
+    """Everything checkable first (device, images, checkpoint, output folder), then scoring."""
     device = resolve_device(args.device)
     files = collect_images(args.target)
-    check_writable(args.out, "out")
     model, cfg, stored = load_trained_model(args.checkpoint, device)
+    check_writable(args.out, "out")  # creates --out: only once the inputs are known to be good
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise ValueError(f"--threshold must be a finite number, got {args.threshold}")
     threshold = args.threshold if args.threshold is not None else stored

@@ -65,16 +65,17 @@ def check_outputs_and_data(cfg):
     unavailable AlexNet weights, unreadable masks (unless skip_bad_images leaves their images
     out, class by class).
     Every rank checks every class, so all of them stop together."""
+    for class_name in cfg["class_names"]:
+        _, test_files = find_class_files(cfg["dataset_path"], class_name)
+        if not cfg["skip_bad_images"]:
+            drop_unreadable_masks(*test_files, skip_bad=False)
+    load_alexnet_features(cfg["pretrained"], cfg["weights_path"])  # offline, wrong file: now
+    # last, as they create the output folders: a run refused for its input leaves none behind
     if cfg["save_model"]:
         check_writable(cfg["checkpoint_dir"], "checkpoint_dir")
     check_writable(cfg["results_dir"], "results_dir")
     if cfg["cache_mmap"]:
         check_writable(cfg["cache_mmap"], "cache_mmap")
-    load_alexnet_features(cfg["pretrained"], cfg["weights_path"])  # offline, wrong file: now
-    for class_name in cfg["class_names"]:
-        _, test_files = find_class_files(cfg["dataset_path"], class_name)
-        if not cfg["skip_bad_images"]:
-            drop_unreadable_masks(*test_files, skip_bad=False)
 
 
 def configure_torch(cfg):

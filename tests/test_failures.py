@@ -24,6 +24,7 @@ def test_missing_class_folder_is_reported_before_training(tmp_path, toy_class, c
     assert code == 1
     assert "class folder of 'candle'" in err and "prepare_visa.py" in err
     assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy"))  # nothing trained
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "results").exists()
 
 
 def test_test_set_without_anomalies_gives_na_not_a_crash(tmp_path, toy_class):

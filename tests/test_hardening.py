@@ -258,7 +258,7 @@ def test_evaluate_names_partial_or_incompatible_checkpoints(tmp_path, toy_class,
     err = capsys.readouterr().err
     assert f"error: checkpoint '{other}' does not fit this version's model" in err
     assert len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "e" / "scores.csv").exists()
+    assert not (tmp_path / "e").exists()  # a refused run creates no output folder
 
 
 def test_evaluate_checks_its_output_before_work_and_reports_metrics(tmp_path, toy_class, capsys):
