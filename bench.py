@@ -122,7 +122,7 @@ def host_to_device_bytes():
         data.to_device = real
 
 
-def bytes_before_issue_11(cfg, n_train):
+def bytes_per_transformed_copy(cfg, n_train):
     """What the data path moved before each image crossed once (by formula from the shapes):
     every transformed copy, per training step (averaged like the count) and per scored image."""
     image = 3 * cfg["img_size"] ** 2
@@ -208,7 +208,7 @@ def report(res):
         lines.append(f"{label:<28}{ours:>12.1f}{ref:>12.1f}{ours / ref:>9.2f}x" if ref else
                      f"{label:<28}{ours:>12.1f}{'-':>12}")
     lines.append(f"{'cache build (img/s)':<28}{res['ours']['cache_images_per_s']:>12.1f}")
-    measured, (before_step, before_image) = res["ours"], res["bytes_before_issue_11"]
+    measured, (before_step, before_image) = res["ours"], res["bytes_per_transformed_copy"]
     lines.append(f"uint8 images to the device (counted at data.to_device; cache "
                  f"{'on the device' if measured['cache_on_device'] else 'in host memory'}): "
                  f"{measured['bytes_per_train_step'] / 1e6:.2f} MB per training step "
@@ -249,7 +249,7 @@ def main(argv=None):
     res = {"machine": machine(device), "device": str(device), "n_train": args.n_train,
            "n_test": args.n_test, "ours": ours, "reference": reference, "peak_rss_gb": rss,
            "peak_gpu_gb": gpu, "projected_minutes": full_schedule_minutes(cfg, ours),
-           "bytes_before_issue_11": bytes_before_issue_11(cfg, args.n_train),
+           "bytes_per_transformed_copy": bytes_per_transformed_copy(cfg, args.n_train),
            **{k: cfg[k] for k in ("img_size", "n_transforms", "n_transforms_test", "batch_size",
                                   "channels_last", "amp_bf16", "tf32", "cache_device")}}
     print(report(res))

@@ -77,7 +77,7 @@ def new_state(class_name, data):
 def restore(model, optimizer, generator, cfg, class_name, path, data):
     """Continue from a checkpoint of the same class, architecture and data."""
     state = load_checkpoint(path)
-    check_resumable(path, cfg, class_name, data)
+    check_fits(state, path, cfg, class_name, data)
     if state["epoch"] < cfg["meta_epochs"]:
         # training goes on: what was computed at the old last epoch no longer holds
         for stale in ("threshold", "metrics"):
@@ -144,13 +144,17 @@ def check_epochs(state, meta_epochs, path):
                          f"resume=False to retrain")
 
 
-def check_resumable(path, cfg, class_name, data):
-    """Everything about a checkpoint to resume that can be checked before any training."""
-    state = load_checkpoint(path, mmap=True)
+def check_fits(state, path, cfg, class_name, data):
+    """A loaded checkpoint must fit this run's class, architecture, data and meta_epochs."""
     check_checkpoint_matches(state, cfg, class_name, path)
     check_same_data(state, data, class_name, path)
     check_epochs(state, cfg["meta_epochs"], path)
-    return state
+
+
+def check_resumable(path, cfg, class_name, data):
+    """Everything about a checkpoint to resume that can be checked before any training; the
+    tensors are memory-mapped, not read."""
+    check_fits(load_checkpoint(path, mmap=True), path, cfg, class_name, data)
 
 
 def add_to_checkpoint(path, **entries):

@@ -324,4 +324,3 @@ def warn_missing_masks(class_name, labels, masks):
     if missing and len(missing) < int(np.sum(labels == 1)):
         warnings.warn(f"{len(missing)} anomalous test image(s) of '{class_name}' have no mask in "
                       f"ground_truth/; the pixel metrics cover only the images that have one")
-    return len(missing)

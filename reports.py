@@ -259,9 +259,6 @@ def class_reports(model, state, train_set, test_set, cfg, class_name, device, ou
              and (labels[i] == 1 or cfg["grad_map_all"])]
     heat_of = MapSource(model, test_set, cfg, device, [i for _, _, i in misses] + shown)
     metrics.update(pixel_report(heat_of, test_set, cfg))
-    if metrics["masks_missing"] and metrics["pixel_auroc"] is not None:
-        print(f"[{class_name}] {metrics['masks_missing']} anomalous test image(s) without a "
-              f"mask left out of the pixel metrics")
     if misses:
         write_misses(out / "misses", misses, test_set, scores, types, threshold, heat_of)
     map_figures(out / "maps", shown, test_set, scores, threshold, heat_of)

@@ -169,11 +169,14 @@ def evaluation_generator(seed, epoch, stream=0):
 
 
 def load_class_data(cfg, class_name, progress=False):
-    """Decoded train and test ImageSets of a class (cache in memory or memory-mapped); every
-    mask is decoded up front, so a bad one stops the class before training."""
-    train_paths, test_files = find_class_files(cfg["dataset_path"], class_name)
-    test_paths, test_labels, test_masks, bad_masks = drop_unreadable_masks(
-        *test_files, cfg["skip_bad_images"])
+    """Decoded train and test ImageSets of a class (cache in memory or memory-mapped); with
+    skip_bad_images, the images of unreadable masks are left out here."""
+    train_paths, (test_paths, test_labels, test_masks) = find_class_files(cfg["dataset_path"],
+                                                                          class_name)
+    bad_masks = []
+    if cfg["skip_bad_images"]:  # without it, main.py has decoded every mask before any work
+        test_paths, test_labels, test_masks, bad_masks = drop_unreadable_masks(
+            test_paths, test_labels, test_masks, skip_bad=True)
     warn_missing_masks(class_name, test_labels, test_masks)
 
     def mmap(split):

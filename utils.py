@@ -23,7 +23,7 @@ POSITIVE_INTS = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "n_
                  "n_transforms_test", "batch_size", "meta_epochs", "sub_epochs", "backbone_batch")
 TEST_ROTATIONS = ("random", "fixed")
 CACHE_DEVICES = ("auto", "cpu", "device")
-NON_NEGATIVE = ("dropout", "transf_brightness", "transf_contrast", "transf_saturation",
+NON_NEGATIVE = ("transf_brightness", "transf_contrast", "transf_saturation",
                 "num_workers", "weight_decay", "n_misses")
 MAX_SEED = 2 ** 32 - 1  # numpy's SeedSequence / np.random.seed accept 0 .. 2**32 - 1
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
