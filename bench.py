@@ -32,8 +32,8 @@ import data
 from data import IMAGENET_MEAN, IMAGENET_STD, build_image_set, rotation_angles
 from model import flow_parameters, load_alexnet_features, nll_loss
 from train import build_model, images_for, make_optimizer, score_images, train_one_epoch
-from utils import (atomic_write, resolve_config, resolve_device, return_freed_memory_to_os,
-                   seed_everything)
+from configurator import resolve_config
+from utils import atomic_write, resolve_device, return_freed_memory_to_os, seed_everything
 
 VISA_SIZE = (1500, 1000)
 

@@ -12,7 +12,6 @@ F1-max are printed too and written to OUT/metrics.csv.
 """
 import argparse
 import ast
-import csv
 import math
 import sys
 from pathlib import Path
@@ -25,9 +24,9 @@ from checkpoints import load_checkpoint
 from data import IMAGE_EXTENSIONS, SKIP_HINT, BadImageError, load_resized, rotation_angles
 from localization import gradient_map
 from metrics import image_metrics
-from reports import save_map_figure
+from harness.figures import save_map_figure
 from train import build_model, evaluation_generator, score_images
-from utils import atomic_write, check_writable, resolve_device
+from utils import check_writable, resolve_device, write_csv
 
 
 REQUIRED_CONFIG = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "dropout",
@@ -100,15 +99,6 @@ def map_name(path, target):
     return "_".join(relative.with_suffix(".png").parts)
 
 
-def write_table(path, header, rows):
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
-    atomic_write(path, write, setting="--out")
-
-
 def parse_bool(text):
     value = ast.literal_eval(text)
     if not isinstance(value, bool):
@@ -136,7 +126,8 @@ def report_metrics(paths, scores, target, out):
     metrics = image_metrics(labels, np.asarray(scores))
     print("labels from the folder layout (good = normal): " + "  ".join(
         f"{k} {v:.4f}" for k, v in metrics.items()))
-    write_table(Path(out) / "metrics.csv", list(metrics), [[repr(v) for v in metrics.values()]])
+    write_csv(Path(out) / "metrics.csv", list(metrics), [[repr(v) for v in metrics.values()]],
+              setting="--out")
     return metrics
 
 
@@ -175,7 +166,8 @@ def run(args):
     rows = verdict_rows(paths, scores, threshold)
     if args.maps:
         write_maps(model, cfg, paths, scores, threshold, args, device)
-    write_table(Path(args.out) / "scores.csv", ["image", "score", "verdict", "threshold"], rows)
+    write_csv(Path(args.out) / "scores.csv", ["image", "score", "verdict", "threshold"], rows,
+              setting="--out")
     report_metrics(paths, scores, args.target, args.out)
     print(f"{len(rows)} image(s) scored (threshold {threshold:.4f}), {len(errors)} skipped; "
           f"wrote {Path(args.out) / 'scores.csv'}")

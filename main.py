@@ -15,13 +15,12 @@ from pathlib import Path
 import torch
 
 from data import BadImageError, drop_unreadable_masks, find_class_files
-from locks import RunLockedError, remove_stale_temps
+from harness.locks import RunLockedError, remove_stale_temps
 from model import WeightsUnavailableError, load_alexnet_features
-from reports import summary_plot
-from results import reference_header, write_results
-from runs import check_checkpoints, lock_runs, release_locks, run_one, run_units
-from utils import (check_writable, default_values, format_config, resolve_config, resolve_device,
-                   return_freed_memory_to_os)
+from harness.results import write_results
+from harness.runs import check_checkpoints, lock_runs, release_locks, run_one, run_units
+from configurator import default_values, format_config, resolve_config
+from utils import check_writable, resolve_device, return_freed_memory_to_os
 
 # ranks wait for each other only at the end, after training all their runs: hours, not minutes
 GATHER_TIMEOUT = timedelta(days=7)
@@ -88,7 +87,6 @@ def write_tables(cfg, runs):
     remove_stale_temps(cfg["results_dir"], recursive=False, min_age=SHARED_TEMP_AGE)
     rows = write_results(runs, cfg["class_names"], len(cfg["seeds"]), cfg["results_dir"],
                          cfg["reference"])
-    summary_plot(rows, cfg["results_dir"], reference_header(cfg["reference"]))
     print(Path(cfg["results_dir"], "results.md").read_text())
     return rows
 
@@ -100,7 +98,7 @@ def run(argv):
     rank, world_size, device = distributed_setup(cfg)
     configure_torch(cfg)
     if cfg["make_demo_data"]:
-        from demo_data import ensure_demo_data
+        from prepare.demo import ensure_demo_data
         ensure_demo_data(cfg["dataset_path"], cfg["class_names"])
     check_outputs_and_data(cfg)
     my_runs = shard(run_units(cfg), rank, world_size)

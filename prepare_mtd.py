@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from prepare_common import (PrepareError, add_link_option, binarise_mask, build_class,
+from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class,
                             check_out_writable, file_digest, place_file, run)
 
 CLASS_NAME = "mtd"

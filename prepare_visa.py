@@ -18,7 +18,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from prepare_common import (PrepareError, add_link_option, binarise_mask, build_class,
+from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class,
                             check_out_writable, file_digest, place_file, run, text_digest)
 
 SPLIT_CSV = os.path.join("split_csv", "1cls.csv")

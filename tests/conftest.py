@@ -26,7 +26,7 @@ def tiny_args(tmp_path, **extra):
 @pytest.fixture
 def toy_class(tmp_path):
     """A small synthetic class on disk (the demo generator at 64 px)."""
-    from demo_data import write_demo_class
+    from prepare.demo import write_demo_class
     class_dir = tmp_path / "data" / "toy"
     write_demo_class(class_dir, seed=0, size=64, n_train=16, n_test_good=6, n_test_bad=6)
     return class_dir

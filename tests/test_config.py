@@ -5,7 +5,7 @@ import sys
 import pytest
 
 import config
-from utils import resolve_config
+from configurator import resolve_config
 from conftest import ROOT
 
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from conftest import ROOT, tiny_args
-from demo_data import write_demo_class
+from prepare.demo import write_demo_class
 from main import shard
 from checkpoints import checkpoint_path, load_checkpoint
 

@@ -47,7 +47,7 @@ def test_corrupt_image_stops_or_is_skipped_and_counted(tmp_path, toy_class, caps
 
 def test_non_finite_loss_fails_the_class_keeps_checkpoint_and_continues(tmp_path, toy_class,
                                                                        monkeypatch):
-    from demo_data import write_demo_class
+    from prepare.demo import write_demo_class
     write_demo_class(tmp_path / "data" / "toy2", 1, size=64, n_train=8, n_test_good=3, n_test_bad=3)
     monkeypatch.setattr(train, "nll_loss", loss_that_turns_nan_at(3, train.nll_loss))  # epoch 2
     rows = {r["class"]: r for r in main.run(tiny_args(tmp_path, class_names=["toy", "toy2"]))}
@@ -118,9 +118,13 @@ def test_disk_full_keeps_previous_checkpoint_and_results(tmp_path, toy_class, mo
     assert sorted(os.listdir(os.path.dirname(ckpt))) == ["checkpoint.pt"]  # no temp, no lock
     before_csv = (tmp_path / "results" / "results.csv").read_text()
 
-    def full_disk_header(self):
-        raise OSError(28, "No space left on device")
-    monkeypatch.setattr(csv.DictWriter, "writeheader", full_disk_header)
+    class FullDiskWriter:
+        def __init__(self, f):
+            pass
+
+        def writerow(self, row):
+            raise OSError(28, "No space left on device")
+    monkeypatch.setattr(csv, "writer", FullDiskWriter)
     assert main.main(tiny_args(tmp_path, meta_epochs=2, resume=True)) == 1
     err = capsys.readouterr().err
     assert "error: cannot write '" in err and "results_per_seed.csv': No space left" in err

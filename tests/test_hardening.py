@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 
 import main
-import reports
+import harness.reports as reports
 import train
 from checkpoints import checkpoint_path, load_checkpoint
 from conftest import ROOT, loss_that_turns_nan_at, tiny_args
-from demo_data import ensure_demo_data, write_demo_class
-from locks import LOCK_NAME, RunLockedError, acquire_lock, release_lock
-from utils import resolve_config
+from prepare.demo import ensure_demo_data, write_demo_class
+from harness.locks import LOCK_NAME, RunLockedError, acquire_lock, release_lock
+from configurator import resolve_config
 
 
 def test_demo_generator_refuses_a_folder_it_did_not_write(tmp_path):
@@ -102,7 +102,7 @@ def test_failure_in_the_reports_fails_that_class_only(tmp_path, toy_class, monke
         if class_name == "toy":
             raise RuntimeError("Input contains NaN")
         return real(model, state, train_set, test_set, cfg, class_name, *args)
-    monkeypatch.setattr("runs.class_reports", reports_that_break_for_toy)
+    monkeypatch.setattr("harness.runs.class_reports", reports_that_break_for_toy)
     code = main.main(tiny_args(tmp_path, class_names=["toy", "toy2"], meta_epochs=1))
     err = capsys.readouterr().err
     assert code == 1

@@ -10,12 +10,12 @@ from PIL import Image
 import evaluate
 import main
 from conftest import tiny_args
-from demo_data import write_demo_class
+from prepare.demo import write_demo_class
 from localization import gradient_map
-from reports import pixel_report
+from localization import pixel_report
 from checkpoints import checkpoint_path
 from train import train_class
-from utils import resolve_config
+from configurator import resolve_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

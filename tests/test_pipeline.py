@@ -10,7 +10,7 @@ import main
 from conftest import tiny_args
 from checkpoints import checkpoint_path, load_checkpoint
 from train import build_model, evaluation_generator, load_class_data, score_set
-from utils import resolve_config
+from configurator import resolve_config
 
 
 def run_main(tmp_path, **extra):

@@ -140,7 +140,7 @@ def test_shipped_train_list_has_761_unique_names():
 @pytest.mark.parametrize("preset", ["mvtec", "mtd"])
 def test_presets_name_their_reference_table(preset):
     import runpy
-    from references import REFERENCES
+    from harness.references import REFERENCES
     values = runpy.run_path(os.path.join(ROOT, "presets", f"{preset}.py"))
     assert values["reference"] == preset
     assert sorted(values["class_names"]) == sorted(REFERENCES[preset]["auroc"])

@@ -10,7 +10,7 @@ from PIL import Image
 import prepare_visa
 from conftest import ROOT
 from data import find_class_files
-from prepare_common import MARKER, PrepareError
+from prepare.common import MARKER, PrepareError
 from prepare_visa import OFFICIAL_COUNTS, main, prepare, read_split, split_counts
 
 BUNDLED_CSV = os.path.join(ROOT, "splits", "visa_1cls.csv")
@@ -288,7 +288,7 @@ def test_shipped_split_has_the_official_counts():
 
 
 def test_visa_reference_covers_every_class():
-    from references import REFERENCES, reference_auroc
+    from harness.references import REFERENCES, reference_auroc
     table = REFERENCES["visa"]["auroc"]
     assert sorted(table) == sorted(OFFICIAL_COUNTS)
     assert round(sum(table.values()) / len(table), 4) == reference_auroc("visa", "mean") == 0.8978

@@ -11,14 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-import reports
+import harness.reports as reports
+import harness.figures as figures
 from conftest import tiny_args
 from data import build_image_set, find_class_files
-from demo_data import DEFECTS, write_demo_class
+from prepare.demo import DEFECTS, write_demo_class
 from localization import gradient_map
 from metrics import image_metrics, pixel_metrics
 from train import evaluation_generator, score_set, train_class
-from utils import resolve_config
+from configurator import resolve_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CPU = torch.device("cpu")
@@ -153,7 +154,7 @@ def test_save_figure_on_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatc
     path = tmp_path / "results" / "toy" / "roc.png"
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
-    reports.save_figure(fig, path)
+    figures.save_figure(fig, path)
     before = path.read_bytes()
     assert before[:8] == PNG
 
@@ -165,7 +166,7 @@ def test_save_figure_on_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatc
     monkeypatch.setattr(plt.Figure, "savefig", full_disk)
     fig, ax = plt.subplots()
     with pytest.raises(OSError) as e:
-        reports.save_figure(fig, path)
+        figures.save_figure(fig, path)
     message = str(e.value)
     assert f"cannot write '{path}'" in message and "No space left on device" in message
     assert "results_dir" in message

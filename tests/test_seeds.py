@@ -11,7 +11,7 @@ import main
 import train
 from checkpoints import checkpoint_path, load_checkpoint
 from conftest import ROOT, tiny_args
-from demo_data import write_demo_class
+from prepare.demo import write_demo_class
 
 METRICS = ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro")
 

@@ -6,7 +6,7 @@ import main
 from conftest import tiny_args
 from checkpoints import checkpoint_path, load_checkpoint
 from train import evaluation_generator, score_set, train_class
-from utils import resolve_config
+from configurator import resolve_config
 
 BF16_TOLERANCE = 0.05  # relative difference of bf16-autocast scores from fp32 ones, at most
 

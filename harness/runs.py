@@ -9,9 +9,9 @@ import traceback
 from pathlib import Path
 
 from checkpoints import add_to_checkpoint, check_resumable, checkpoint_path, data_fingerprint
-from locks import acquire_lock, release_lock, remove_stale_temps
-from references import REFERENCES
-from reports import class_reports
+from harness.locks import acquire_lock, release_lock, remove_stale_temps
+from harness.references import REFERENCES
+from harness.reports import class_reports
 from train import NonFiniteLossError, best_auroc, train_class
 
 REASON_LENGTH = 160  # characters of an error message kept in the status column

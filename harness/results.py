@@ -4,14 +4,14 @@ results_per_seed.csv keeps every run's row; results.csv and results.md hold one 
 class (with several seeds: the mean and, beside it, the sample standard deviation over the
 seeds that finished) and a mean row over the classes.
 """
-import csv
 import math
 from pathlib import Path
 
 import numpy as np
 
-from references import REFERENCES
-from utils import atomic_write, fmt
+from harness.figures import summary_plot
+from harness.references import REFERENCES
+from utils import atomic_write, fmt, write_csv
 
 # (key, header); the metric columns are averaged over seeds and classes
 METRIC_COLUMNS = [
@@ -106,14 +106,10 @@ def csv_value(value):
     return fmt(value)
 
 
-def write_csv(path, rows, columns):
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=[c for c, _ in columns], extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({c: csv_value(row.get(c)) for c, _ in columns})
-    atomic_write(path, write, setting="results_dir")
+def write_table_csv(path, rows, columns):
+    """rows (dicts) as a CSV of the given (key, header) columns, keyed by the keys."""
+    write_csv(path, [c for c, _ in columns], [[csv_value(row.get(c)) for c, _ in columns]
+                                               for row in rows])
 
 
 def write_markdown(path, rows, columns, n_seeds):
@@ -132,7 +128,7 @@ def reference_header(name):
 
 
 def write_results(runs, class_names, n_seeds, results_dir, reference):
-    """results_per_seed.csv, results.csv and results.md; returns the class rows + mean row."""
+    """results_per_seed.csv, results.csv, results.md and summary.png; returns the class rows + mean row."""
     rows = aggregate(runs, class_names)
     mean = mean_row(rows)
     # the published mean, not a mean over the classes whose number could be confirmed
@@ -141,7 +137,8 @@ def write_results(runs, class_names, n_seeds, results_dir, reference):
     header = reference_header(reference)
     columns = class_columns(header, n_seeds)
     folder = Path(results_dir)
-    write_csv(folder / "results_per_seed.csv", runs, run_columns(header))
-    write_csv(folder / "results.csv", rows, columns)
+    write_table_csv(folder / "results_per_seed.csv", runs, run_columns(header))
+    write_table_csv(folder / "results.csv", rows, columns)
     write_markdown(folder / "results.md", rows, columns, n_seeds)
+    summary_plot(rows, folder, header)
     return rows

@@ -1,0 +1,116 @@
+"""What is written about a finished run: its figures, image and pixel metrics, results per
+defect type and the worst misses. Every file is written by temp file + rename."""
+import csv
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from data import IMAGE_EXTENSIONS
+from harness.figures import plot_auroc_history, plot_roc, plot_score_histogram, save_map_figure
+from localization import MapSource, pixel_report
+from metrics import image_metrics
+from utils import write_csv
+
+DEFECTS_CSV = "defects.csv"  # per class folder: columns image (file stem), defect
+PER_DEFECT_COLUMNS = ["defect", "images", "auroc", "mean_score", "below_threshold"]
+MISSES_COLUMNS = ["kind", "rank", "image", "defect", "score", "threshold"]
+
+
+def read_defects_csv(path):
+    """{image stem: defect type} from a class's defects.csv; {} when there is none."""
+    if not Path(path).is_file():
+        return {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"image", "defect"} <= set(reader.fieldnames or ()):
+            warnings.warn(f"'{path}' lacks the columns image,defect (image = file stem), found "
+                          f"{reader.fieldnames}; defect types are taken from the test folders")
+            return {}
+        table = {}
+        for row in reader:
+            name = Path(row["image"])
+            table[name.stem if name.suffix.lower() in IMAGE_EXTENSIONS else row["image"]] = \
+                row["defect"]
+    return table
+
+
+def defect_types(test_set, class_dir):
+    """Type of each test image: from defects.csv for anomalous images listed there, else the
+    test sub-folder ('good' for normal images; MVTec test/<defect>, VisA test/anomaly)."""
+    table = read_defects_csv(Path(class_dir) / DEFECTS_CSV)
+    return [(table.get(Path(p).stem) if label == 1 else None) or Path(p).parent.name
+            for p, label in zip(test_set.paths, test_set.labels)]
+
+
+def per_defect_rows(labels, scores, types, threshold):
+    """Per anomalous type: images, AUROC against all normal test images, mean score, and how
+    many score at or below the threshold (missed)."""
+    normal = scores[labels == 0]
+    rows = []
+    for name in sorted({t for t, label in zip(types, labels) if label == 1}):
+        own = scores[[label == 1 and t == name for t, label in zip(types, labels)]]
+        both = np.concatenate([np.zeros(len(normal)), np.ones(len(own))])
+        auroc = image_metrics(both, np.concatenate([normal, own]))["auroc"]
+        below = "" if threshold is None else int((own <= threshold).sum())
+        rows.append([name, len(own), repr(float(auroc)), repr(float(own.mean())), below])
+    return rows
+
+
+def worst_misses(labels, scores, k):
+    """[(kind, rank, index)]: the k anomalous images with the lowest scores, then the k normal
+    ones with the highest."""
+    anomalous, normal = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    low = anomalous[np.argsort(scores[anomalous], kind="stable")][:k]
+    high = normal[np.argsort(-scores[normal], kind="stable")][:k]
+    return ([("missed_anomaly", r + 1, int(i)) for r, i in enumerate(low)]
+            + [("false_alarm", r + 1, int(i)) for r, i in enumerate(high)])
+
+
+def write_misses(out, misses, test_set, scores, types, threshold, heat_of):
+    """misses/<kind>_<rank>_<folder>_<stem>.png figures and misses/misses.csv."""
+    rows = []
+    for kind, rank, i in misses:
+        path = Path(test_set.paths[i])
+        score = float(scores[i])
+        save_map_figure(out / f"{kind}_{rank:02d}_{path.parent.name}_{path.stem}.png", path,
+                        heat_of(i), test_set.mask_paths[i], score, threshold,
+                        label=f"({types[i]}, {kind.replace('_', ' ')} #{rank})")
+        rows.append([kind, rank, str(path), types[i], repr(score),
+                     "" if threshold is None else repr(float(threshold))])
+    write_csv(out / "misses.csv", MISSES_COLUMNS, rows)
+
+
+def map_figures(out, indices, test_set, scores, threshold, heat_of):
+    """maps/<folder>_<stem>.png of the grad_map_viz images."""
+    for i in indices:
+        path = Path(test_set.paths[i])
+        save_map_figure(out / f"{path.parent.name}_{path.stem}.png", path, heat_of(i),
+                        test_set.mask_paths[i], float(scores[i]), threshold)
+
+
+def class_reports(model, state, train_set, test_set, cfg, class_name, device, out_dir):
+    """Write the figures and analysis files of a finished class into out_dir and return its
+    metrics (also stored in state["metrics"]): aupr, f1_max, f1_threshold, pixel_auroc, aupro,
+    pixel_images, masks_missing."""
+    out = Path(out_dir)
+    labels, scores = test_set.labels, state["test_scores"].numpy()
+    threshold = state.get("threshold")
+    plot_auroc_history(out / "auroc.png", state["auroc_history"])
+    plot_roc(out / "roc.png", labels, scores)
+    plot_score_histogram(out / "scores.png", labels, scores, threshold)
+    image = image_metrics(labels, scores)
+    metrics = {k: image[k] for k in ("aupr", "f1_max", "f1_threshold")}
+    types = defect_types(test_set, Path(cfg["dataset_path"]) / class_name)
+    write_csv(out / "per_defect.csv", PER_DEFECT_COLUMNS,
+              per_defect_rows(labels, scores, types, threshold))
+    misses = worst_misses(labels, scores, cfg["n_misses"])
+    shown = [i for i in range(len(test_set)) if cfg["grad_map_viz"]
+             and (labels[i] == 1 or cfg["grad_map_all"])]
+    heat_of = MapSource(model, test_set, cfg, device, [i for _, _, i in misses] + shown)
+    metrics.update(pixel_report(heat_of, test_set, cfg))
+    if misses:
+        write_misses(out / "misses", misses, test_set, scores, types, threshold, heat_of)
+    map_figures(out / "maps", shown, test_set, scores, threshold, heat_of)
+    state["metrics"] = metrics
+    return metrics
