@@ -1,30 +1,135 @@
-"""Checkpoints: where they live, what they hold, and the checks before one is resumed.
+"""Checkpoints: where they live, what they hold, how they are written, and the checks before
+one is resumed.
 
 A checkpoint is a dict of state_dicts, RNG states and plain data (torch.load with
-weights_only=True), written by temp file + rename after every meta epoch.
+weights_only=True), written by temp file + rename after every meta epoch, in a background
+thread (CheckpointWriter) so that training goes on while the disk works.
 """
 import hashlib
 import os
+import threading
+import time
 import warnings
 
 import torch
 
-from data import find_class_files
 from utils import atomic_write
 
 ARCHITECTURE_KEYS = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "clamp_alpha")
 DATA_COUNTS = ("train_images", "test_normal", "test_anomalous", "masks")
+# settings a finished run's stored scores and threshold were computed with
+EVALUATION_KEYS = ("n_transforms_test", "test_rotations", "threshold_percentile")
 
 
-def checkpoint_path(checkpoint_dir, class_name, seed=None):
-    """checkpoint_dir/<class>/checkpoint.pt; with several seeds .../<class>/seed<k>/checkpoint.pt."""
-    parts = [checkpoint_dir, class_name] + ([] if seed is None else [f"seed{seed}"])
-    return os.path.join(*parts, "checkpoint.pt")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format is a zip archive
+
+
+def checkpoint_path(checkpoint_dir, class_name, seed):
+    """checkpoint_dir/<class>/seed<k>/checkpoint.pt: a run's place depends on its class and seed
+    only, never on how many seeds a command names."""
+    return os.path.join(checkpoint_dir, class_name, f"seed{seed}", "checkpoint.pt")
+
+
+def legacy_checkpoint_path(checkpoint_dir, class_name):
+    """Where one-seed runs of earlier versions of this code kept their checkpoint."""
+    return os.path.join(checkpoint_dir, class_name, "checkpoint.pt")
+
+
+def _torch_save(state, tmp):
+    """torch.save, whose zip writer reports a full disk as a RuntimeError: made an OSError, so
+    atomic_write names the file and the setting."""
+    try:
+        torch.save(state, tmp)
+    except RuntimeError as e:
+        raise OSError(f"the write stopped ({str(e).splitlines()[0][:120]}); the disk may be "
+                      f"full") from e
 
 
 def save_checkpoint(path, state):
     """state: a dict of state_dicts, tensors and plain data (loadable with weights_only=True)."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp), setting="checkpoint_dir")
+    atomic_write(path, lambda tmp: _torch_save(state, tmp), setting="checkpoint_dir")
+
+
+def host_copy(tree):
+    """A copy of every tensor of a nested dict/list in host memory (page-locked when a GPU is
+    there, so the copy does not wait on pageable memory): the snapshot a background write may
+    read while training changes the originals."""
+    if isinstance(tree, torch.Tensor):
+        pin = tree.is_cuda
+        return tree.detach().to("cpu", copy=True).pin_memory() if pin else tree.detach().clone()
+    if isinstance(tree, dict):
+        return {k: host_copy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(host_copy(v) for v in tree)
+    return tree
+
+
+class CheckpointWriter:
+    """Writes one run's checkpoints in a background thread, at most one write in flight: a new
+    snapshot waits for the previous write, so host memory holds at most one snapshot. Each write
+    goes through a temp file renamed when complete, so the file on disk is always the last
+    complete checkpoint. An error of the writer is raised in the training loop at the next
+    submit or wait. `writes` records (bytes, write seconds, seconds the caller was blocked)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.on_disk_epoch = None
+        self.writes = []
+        self._thread, self._error = None, None
+
+    def submit(self, make_state, epoch):
+        """Write make_state()'s checkpoint of meta epoch `epoch` in the background. make_state
+        runs after the previous write is done and must return a snapshot the caller will not
+        change (checkpoints.snapshot(..., copy=True) while training goes on)."""
+        started = time.perf_counter()
+        self.wait()
+        state = make_state()
+        blocked = time.perf_counter() - started
+        self._thread = threading.Thread(target=self._write, args=(state, epoch, blocked),
+                                        name="checkpoint-writer")
+        self._thread.start()
+
+    def _write(self, state, epoch, blocked):
+        began = time.perf_counter()
+        try:
+            save_checkpoint(self.path, state)
+        except BaseException as e:  # re-raised in the training loop by wait()
+            self._error = e
+            return
+        self.on_disk_epoch = epoch
+        self.writes.append({"bytes": os.path.getsize(self.path),
+                            "write_s": time.perf_counter() - began, "blocked_s": blocked})
+
+    def wait(self):
+        """Until the write in flight is on disk; its error, if any, is raised here."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def write_now(self, state, epoch):
+        """Write and wait (the final checkpoint: nothing left to overlap with)."""
+        self.submit(lambda: state, epoch)
+        self.wait()
+
+    def on_disk_text(self):
+        """What remains on disk, said truthfully (for failure messages)."""
+        try:
+            self.wait()
+        except Exception:  # noqa: BLE001 - the caller is reporting another failure already
+            pass
+        if os.path.isfile(self.path):
+            return f"the last good checkpoint ({self.path}) is kept"
+        return "no checkpoint was written"
+
+    def finish_after_interrupt(self):
+        """Ctrl-C / SIGTERM: let a write in flight complete, then say which epoch is on disk."""
+        text = self.on_disk_text()
+        if self.on_disk_epoch is not None:
+            text += f", after meta epoch {self.on_disk_epoch}"
+        return text
 
 
 def load_checkpoint(path, map_location="cpu", mmap=False):
@@ -35,15 +140,26 @@ def load_checkpoint(path, map_location="cpu", mmap=False):
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:
-        raise ValueError(f"'{path}' is not a DifferNet checkpoint (it cannot be read as plain "
-                         f"tensors and data: {type(e).__name__}); pass a checkpoint.pt written by "
-                         f"main.py") from None
+        raise ValueError(_unreadable_text(path, e)) from None
     missing = [k for k in ("flow", "config", "class_name") if not isinstance(state, dict)
                or k not in state]
     if missing:
         raise ValueError(f"'{path}' is not a DifferNet checkpoint (keys {', '.join(missing)} "
                          f"missing); pass a checkpoint.pt written by main.py")
     return state
+
+
+def _unreadable_text(path, error):
+    """A damaged file of ours (a torch zip cut short by a full disk or a partial copy) is named
+    as damaged; anything else as not a checkpoint."""
+    with open(path, "rb") as f:
+        ours = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    if ours:
+        return (f"checkpoint '{path}' is damaged or incomplete ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:100]}), e.g. cut short by a full disk or a partial "
+                f"copy; delete it (or copy it again), or rerun with resume=False")
+    return (f"'{path}' is not a DifferNet checkpoint (it cannot be read as plain tensors and "
+            f"data: {type(error).__name__}); pass a checkpoint.pt written by main.py")
 
 
 def changed_training_settings(state, cfg):
@@ -74,14 +190,14 @@ def new_state(class_name, data):
             "train_seconds": 0.0, "data": data}
 
 
-def restore(model, optimizer, generator, cfg, class_name, path, data):
-    """Continue from a checkpoint of the same class, architecture and data."""
+def restore(model, optimizer, generator, cfg, files, path):
+    """The state of a checkpoint of the same class, seed, architecture and data, loaded into
+    model, optimizer and generator. Training that goes on drops what was computed at the old
+    last epoch (threshold, metrics)."""
     state = load_checkpoint(path)
-    check_fits(state, path, cfg, class_name, data)
+    check_fits(state, path, cfg, files)
     if state["epoch"] < cfg["meta_epochs"]:
-        # training goes on: what was computed at the old last epoch no longer holds
-        for stale in ("threshold", "metrics"):
-            state.pop(stale, None)
+        state = {k: v for k, v in state.items() if k not in ("threshold", "metrics")}
     changed = changed_training_settings(state, cfg)
     if changed:
         warnings.warn(f"resuming '{path}' with settings other than it was trained with: "
@@ -93,30 +209,33 @@ def restore(model, optimizer, generator, cfg, class_name, path, data):
     torch.set_rng_state(state["rng_torch"])
     if state.get("rng_cuda") and torch.cuda.device_count() == len(state["rng_cuda"]):
         torch.cuda.set_rng_state_all(state["rng_cuda"])  # dropout draws on the GPU
-    return state
+    return {k: v for k, v in state.items() if k not in TENSOR_KEYS}
 
 
-def snapshot(model, optimizer, generator, cfg, state):
-    """The checkpoint dict: state_dicts, RNG states and plain data only."""
-    return {**state, "flow": model.flow.state_dict(),
-            "backbone": model.features.backbone.state_dict(),
-            "optimizer": optimizer.state_dict(), "rng_train": generator.get_state(),
-            "rng_torch": torch.get_rng_state(),
+TENSOR_KEYS = ("flow", "backbone", "optimizer", "rng_train", "rng_torch", "rng_cuda", "config")
+
+
+def snapshot(model, optimizer, generator, cfg, state, copy=False):
+    """The checkpoint dict: state_dicts, RNG states and plain data only. copy=True takes it in
+    host memory, safe to write while training changes the model (CheckpointWriter)."""
+    tensors = {"flow": model.flow.state_dict(), "backbone": model.features.backbone.state_dict(),
+               "optimizer": optimizer.state_dict()}
+    return {**state, **(host_copy(tensors) if copy else tensors),
+            "rng_train": generator.get_state(), "rng_torch": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "config": dict(cfg)}
 
 
-def data_fingerprint(dataset_path, class_name):
-    """Counts and a digest of the relative paths and sizes of a class's image and mask files:
-    a resumed run must see the data its checkpoint was trained and scored on."""
-    class_dir = os.path.join(dataset_path, class_name)
-    train, (test, labels, masks) = find_class_files(dataset_path, class_name)
+def data_fingerprint(files):
+    """Counts and a digest of the relative paths and sizes of a class's image and mask files
+    (data.ClassFiles): a resumed run must see the data its checkpoint was trained and scored on."""
     digest = hashlib.sha1()
-    for path in [*train, *test, *(m for m in masks if m)]:
-        digest.update(f"{os.path.relpath(path, class_dir)}\0{os.path.getsize(path)}\n".encode())
-    return {"train_images": len(train), "test_normal": int((labels == 0).sum()),
-            "test_anomalous": int((labels == 1).sum()),
-            "masks": sum(m is not None for m in masks), "digest": digest.hexdigest()}
+    for path in [*files.train, *files.test, *(m for m in files.masks if m)]:
+        digest.update(f"{os.path.relpath(path, files.class_dir)}\0{os.path.getsize(path)}\n"
+                      .encode())
+    return {"train_images": len(files.train), "test_normal": int((files.labels == 0).sum()),
+            "test_anomalous": int((files.labels == 1).sum()),
+            "masks": sum(m is not None for m in files.masks), "digest": digest.hexdigest()}
 
 
 def _counts_text(data):
@@ -144,21 +263,37 @@ def check_epochs(state, meta_epochs, path):
                          f"resume=False to retrain")
 
 
-def check_fits(state, path, cfg, class_name, data):
-    """A loaded checkpoint must fit this run's class, architecture, data and meta_epochs."""
-    check_checkpoint_matches(state, cfg, class_name, path)
-    check_same_data(state, data, class_name, path)
+def check_same_seed(state, seed, path):
+    """A run continues or reads back its own seed's checkpoint only."""
+    stored = state["config"].get("seed")
+    if stored != seed:
+        raise ValueError(f"checkpoint '{path}' was trained with seed {stored}, this run is seed "
+                         f"{seed}; move it to its own seed{stored}/ folder, or delete it")
+
+
+def check_same_evaluation(state, cfg, path):
+    """A finished run is read back with the settings it was evaluated with: its scores and
+    threshold would otherwise mix with figures and metrics computed under the new ones."""
+    if state["epoch"] != cfg["meta_epochs"]:
+        return
+    diffs = [f"{k}: checkpoint {state['config'].get(k)!r} vs config {cfg[k]!r}"
+             for k in EVALUATION_KEYS if state["config"].get(k) != cfg[k]]
+    if diffs:
+        raise ValueError(f"finished checkpoint '{path}' was evaluated with other settings ("
+                         f"{'; '.join(diffs)}); read it back with its settings, score images "
+                         f"with evaluate.py, or retrain with resume=False")
+
+
+def check_fits(state, path, cfg, files):
+    """A loaded checkpoint must fit this run's class, seed, architecture, data and meta_epochs."""
+    check_checkpoint_matches(state, cfg, files.name, path)
+    check_same_seed(state, cfg["seed"], path)
+    check_same_data(state, data_fingerprint(files), files.name, path)
     check_epochs(state, cfg["meta_epochs"], path)
+    check_same_evaluation(state, cfg, path)
 
 
-def check_resumable(path, cfg, class_name, data):
+def check_resumable(path, cfg, files):
     """Everything about a checkpoint to resume that can be checked before any training; the
     tensors are memory-mapped, not read."""
-    check_fits(load_checkpoint(path, mmap=True), path, cfg, class_name, data)
-
-
-def add_to_checkpoint(path, **entries):
-    """Store results computed after training (e.g. pixel metrics) in the final checkpoint."""
-    state = load_checkpoint(path)
-    state.update(entries)
-    save_checkpoint(path, state)
+    check_fits(load_checkpoint(path, mmap=True), path, cfg, files)

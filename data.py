@@ -11,6 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,7 +39,12 @@ LAYOUT_HELP = (
 
 
 class BadImageError(ValueError):
-    """An image file that cannot be decoded."""
+    """An image file that cannot be decoded: `problem` says what is wrong, `remedy` (part of the
+    message) what main.py's user can do, which another caller may leave out."""
+
+    def __init__(self, problem, remedy=""):
+        super().__init__(problem + remedy)
+        self.problem = problem
 
 
 @dataclass
@@ -102,6 +108,23 @@ def find_class_files(dataset_path, class_name):
     return train, (test, np.array(labels, dtype=np.int64), masks)
 
 
+class ClassFiles(NamedTuple):
+    """A class's files, listed once per command and handed to everything that needs them."""
+    name: str
+    class_dir: str
+    train: list
+    test: list
+    labels: np.ndarray  # per test image: 0 normal, 1 anomalous
+    masks: list         # per test image: mask path, or None
+
+
+def list_class(dataset_path, class_name):
+    """ClassFiles of a class folder, checked against the layout (find_class_files)."""
+    train, (test, labels, masks) = find_class_files(dataset_path, class_name)
+    return ClassFiles(class_name, os.path.join(dataset_path, class_name), train, test, labels,
+                      masks)
+
+
 def read_rgb(path):
     """Any image file as an RGB PIL image: grayscale, RGBA, palette, 16-bit and CMYK included."""
     try:
@@ -115,10 +138,10 @@ def read_rgb(path):
             return img.convert("RGB")
     except Image.DecompressionBombError as e:
         raise BadImageError(f"image '{path}' is too large to decode safely ({e}). Shrink or "
-                            f"remove it{SKIP_HINT}") from None
+                            f"remove it", SKIP_HINT) from None
     except READ_ERRORS as e:
         raise BadImageError(f"cannot read image '{path}': {e}. Remove or replace the "
-                            f"file{SKIP_HINT}") from None
+                            f"file", SKIP_HINT) from None
 
 
 def load_resized(path, size):

@@ -21,9 +21,10 @@ import torch
 from torchvision.models import alexnet
 
 from checkpoints import load_checkpoint
-from data import IMAGE_EXTENSIONS, SKIP_HINT, BadImageError, load_resized, rotation_angles
+from data import IMAGE_EXTENSIONS, BadImageError, load_resized, rotation_angles
 from localization import gradient_map
 from metrics import image_metrics
+from model import Speed
 from harness.figures import save_map_figure
 from train import build_model, evaluation_generator, score_images
 from utils import check_writable, resolve_device, write_csv
@@ -44,7 +45,8 @@ def load_trained_model(path, device):
                          f"checkpoint.pt written by main.py")
     cfg = state["config"]
     try:
-        model = build_model(cfg, alexnet(weights=None).features)
+        model = build_model(cfg, alexnet(weights=None).features,
+                            Speed(backbone_batch=cfg["backbone_batch"]))
         model.flow.load_state_dict(state["flow"])
         model.features.backbone.load_state_dict(state["backbone"])
     except (RuntimeError, TypeError, ValueError) as e:
@@ -78,7 +80,7 @@ def decode(paths, size):
             images.append(load_resized(path, size))
             good.append(path)
         except BadImageError as e:
-            errors.append(str(e).replace(SKIP_HINT, ""))  # evaluate.py skips it anyway
+            errors.append(e.problem)  # main.py's remedy does not apply: evaluate.py skips it
     return images, good, errors
 
 
@@ -89,7 +91,7 @@ def score_files(model, cfg, paths, device):
         return [], [], errors
     angles = rotation_angles(len(images), cfg["n_transforms_test"], cfg["test_rotations"],
                              evaluation_generator(cfg["seed"], 0, stream=2))
-    scores = score_images(model, torch.stack(images), angles, device, cfg["backbone_batch"])
+    scores = score_images(model, torch.stack(images), angles, device)
     return good, scores.tolist(), errors
 
 
@@ -143,7 +145,7 @@ def verdict_rows(paths, scores, threshold):
 def write_maps(model, cfg, paths, scores, threshold, args, device):
     for path, score in zip(paths, scores):
         heat = gradient_map(model, load_resized(path, cfg["img_size"]), cfg["n_transforms_test"],
-                            device, cfg["backbone_batch"])
+                            device)
         save_map_figure(Path(args.out) / "maps" / map_name(path, args.target), path, heat,
                         None, score, threshold, setting="--out")
 

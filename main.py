@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from data import BadImageError, drop_unreadable_masks, find_class_files
+from data import BadImageError, drop_unreadable_masks, list_class
 from harness.locks import RunLockedError, remove_stale_temps
 from model import WeightsUnavailableError, load_alexnet_features
 from harness.results import write_results
@@ -62,19 +62,21 @@ def gather_rows(rows, rank, world_size):
 def check_outputs_and_data(cfg):
     """Errors that would otherwise surface hours later: unwritable outputs, missing classes,
     unavailable AlexNet weights, unreadable masks (unless skip_bad_images leaves their images
-    out, class by class).
+    out, class by class). Returns the data.ClassFiles of every class, listed once here.
     Every rank checks every class, so all of them stop together."""
-    for class_name in cfg["class_names"]:
-        _, test_files = find_class_files(cfg["dataset_path"], class_name)
-        if not cfg["skip_bad_images"]:
-            drop_unreadable_masks(*test_files, skip_bad=False)
-    load_alexnet_features(cfg["pretrained"], cfg["weights_path"])  # offline, wrong file: now
+    files = {c: list_class(cfg["dataset_path"], c) for c in cfg["class_names"]}
+    if not cfg["skip_bad_images"]:
+        for f in files.values():
+            drop_unreadable_masks(f.test, f.labels, f.masks, skip_bad=False)
+    # a missing or wrong weights file fails here, not when the first run builds its model
+    load_alexnet_features(cfg["pretrained"], cfg["weights_path"])
     # last, as they create the output folders: a run refused for its input leaves none behind
     if cfg["save_model"]:
         check_writable(cfg["checkpoint_dir"], "checkpoint_dir")
     check_writable(cfg["results_dir"], "results_dir")
     if cfg["cache_mmap"]:
         check_writable(cfg["cache_mmap"], "cache_mmap")
+    return files
 
 
 def configure_torch(cfg):
@@ -91,6 +93,43 @@ def write_tables(cfg, runs):
     return rows
 
 
+def agree_to_start(error, world_size):
+    """Under torchrun every rank reports whether its checks passed; all go on, or all stop with
+    the first rank's reason (a rank that trained alone would be killed by torchrun later)."""
+    if world_size == 1:
+        return
+    import torch.distributed as dist
+    reasons = [None] * world_size
+    dist.all_gather_object(reasons, None if error is None else str(error))
+    failed = [(rank, r) for rank, r in enumerate(reasons) if r is not None]
+    if failed and error is None:
+        rank, reason = failed[0]
+        raise StartRefusedError(f"{reason} (found by rank {rank}; no rank started training)")
+
+
+class StartRefusedError(RuntimeError):
+    """Another torchrun rank's checks failed before any training."""
+
+
+def start_runs(cfg, units, files, world_size):
+    """Locks and checkpoint checks before any training; returns the locks taken. Every rank
+    checks every run's checkpoint (cheap: memory-mapped), then they agree to start or stop."""
+    locks, error = [], None
+    try:
+        locks = lock_runs(cfg, units)
+        check_checkpoints(cfg, run_units(cfg), files)
+    except Exception as e:  # noqa: BLE001 - reported to the other ranks, then raised here
+        error = e
+    try:
+        agree_to_start(error, world_size)
+        if error is not None:
+            raise error
+    except BaseException:
+        release_locks(locks)
+        raise
+    return locks
+
+
 def run(argv):
     """Train every run of this process; rank 0 writes the table. Returns the run rows."""
     return_freed_memory_to_os()
@@ -100,14 +139,13 @@ def run(argv):
     if cfg["make_demo_data"]:
         from prepare.demo import ensure_demo_data
         ensure_demo_data(cfg["dataset_path"], cfg["class_names"])
-    check_outputs_and_data(cfg)
+    files = check_outputs_and_data(cfg)
     my_runs = shard(run_units(cfg), rank, world_size)
-    locks = lock_runs(cfg, my_runs)
+    locks = start_runs(cfg, my_runs, files, world_size)
     try:
-        check_checkpoints(cfg, my_runs)
         if rank == 0:
             print(f"config (device {device}, {world_size} process(es)):\n{format_config(cfg)}")
-        rows = [run_one(cfg, class_name, seed, device) for class_name, seed in my_runs]
+        rows = [run_one(cfg, files[class_name], seed, device) for class_name, seed in my_runs]
     finally:
         release_locks(locks)
     rows = gather_rows(rows, rank, world_size)
@@ -146,7 +184,7 @@ def main(argv):
     try:
         return report_failures(run(argv))
     except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, BadImageError,
-            WeightsUnavailableError, RunLockedError, OSError) as e:
+            WeightsUnavailableError, RunLockedError, StartRefusedError, OSError) as e:
         if os.environ.get("DIFFERNET_DEBUG"):
             traceback.print_exc()
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)

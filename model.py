@@ -3,6 +3,7 @@
 Pure torch: no optimizer, device choice, printing or file output here.
 """
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -120,27 +121,40 @@ def flow_parameters(flow):
     return [p for p in flow.parameters() if p.requires_grad]
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How the backbone runs; none of it changes what the model computes, except amp_bf16
+    (bfloat16 autocast of the backbone, which changes scores slightly)."""
+    channels_last: bool = False  # channels-last convolutions and inputs
+    amp_bf16: bool = False
+    backbone_batch: int = 64     # transformed images per backbone pass (memory, not results)
+
+
 class DifferNet(nn.Module):
     """images -> (z, log|det J|). The backbone is frozen; only `flow` is trained."""
 
-    def __init__(self, backbone, n_scales, n_coupling_blocks, fc_internal, dropout, clamp_alpha):
+    def __init__(self, backbone, n_scales, n_coupling_blocks, fc_internal, dropout, clamp_alpha,
+                 speed=Speed()):
         super().__init__()
+        self.speed = speed
         self.features = MultiScaleFeatures(backbone, n_scales)
+        if speed.channels_last:
+            self.features.to(memory_format=torch.channels_last)
         self.flow = build_flow(FEATURES_PER_SCALE * n_scales, n_coupling_blocks, fc_internal,
                                dropout, clamp_alpha)
 
-    def embed(self, images, amp_bf16=False):
+    def embed(self, images):
         """Features of a batch. Without input gradients (training, scoring) the backbone runs in
         inference mode, so no graph is kept for weights that never change."""
         if images.requires_grad:  # localisation: gradients must reach the pixels
             return self.features(images)
         with torch.inference_mode(), torch.autocast(images.device.type, dtype=torch.bfloat16,
-                                                    enabled=amp_bf16):
+                                                    enabled=self.speed.amp_bf16):
             feats = self.features(images)
         return feats.float().clone()  # a normal tensor the flow may record for backward
 
-    def forward(self, images, amp_bf16=False):
-        z, log_jac_det = self.flow(self.embed(images, amp_bf16))
+    def forward(self, images):
+        z, log_jac_det = self.flow(self.embed(images))
         return z, log_jac_det
 
 

@@ -3,28 +3,34 @@ import math
 import os
 import sys
 import time
-import warnings
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from data import (build_image_set, cache_on_device, drop_unreadable_masks, find_class_files,
-                  make_batch, rotation_angles, take, to_device, warn_missing_masks)
-from model import DifferNet, anomaly_score, flow_parameters, load_alexnet_features, nll_loss
-from checkpoints import (checkpoint_path, data_fingerprint, new_state, restore, save_checkpoint,
-                         snapshot)
+from checkpoints import data_fingerprint, new_state, restore, snapshot
+from data import (build_image_set, cache_on_device, drop_unreadable_masks, make_batch,
+                  rotation_angles, take, to_device, warn_missing_masks)
+from metrics import image_metrics
+from model import (DifferNet, Speed, anomaly_score, flow_parameters, load_alexnet_features,
+                   nll_loss)
 from utils import fmt, seed_everything
 
 
-class NonFiniteLossError(RuntimeError):
+class DivergedError(RuntimeError):
+    """The flow diverged; `reason` is the short text of the results table's status column."""
+    reason = "diverged"
+
+
+class NonFiniteLossError(DivergedError):
     """The training loss became NaN or infinite."""
     reason = "non-finite loss"
 
 
-class NonFiniteScoresError(NonFiniteLossError):
-    """Test scores became NaN or infinite: the flow diverged although the loss stayed finite."""
+class NonFiniteScoresError(DivergedError):
+    """Test scores became NaN or infinite although the loss stayed finite."""
     reason = "non-finite test scores"
 
 
@@ -75,28 +81,59 @@ def make_optimizer(flow, lr, betas, eps, weight_decay):
                           foreach=False, fused=params[0].is_cuda)
 
 
-def build_model(cfg, backbone):
-    """DifferNet from the config's architecture names, on no particular device."""
+@dataclass(frozen=True)
+class TrainStep:
+    """What one training step does with its images (paper section 3.2): batch_size distinct
+    images, each in n_transforms copies, rotated uniformly in [-180, 180] degrees when rotations
+    is on, with colour jitter (brightness, contrast, saturation) when any factor is > 0."""
+    batch_size: int
+    n_transforms: int
+    rotations: bool = True
+    jitter: tuple = (0.0, 0.0, 0.0)
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg["batch_size"], cfg["n_transforms"], cfg["transf_rotations"],
+                   (cfg["transf_brightness"], cfg["transf_contrast"], cfg["transf_saturation"]))
+
+
+def speed_of(cfg):
+    return Speed(cfg["channels_last"], cfg["amp_bf16"], cfg["backbone_batch"])
+
+
+def build_model(cfg, backbone, speed=None):
+    """DifferNet from the config's architecture names (speed: the config's, unless given), on
+    no particular device."""
     return DifferNet(backbone, cfg["n_scales"], cfg["n_coupling_blocks"], cfg["fc_internal"],
-                     cfg["dropout"], cfg["clamp_alpha"])
+                     cfg["dropout"], cfg["clamp_alpha"], speed or speed_of(cfg))
 
 
-def train_one_epoch(model, optimizer, images, batch_size, n_transforms, device, generator,
-                    rotations=True, jitter=(0.0, 0.0, 0.0), channels_last=False, amp_bf16=False,
-                    backbone_batch=64, progress=False):
-    """One pass over the shuffled training images, each seen n_transforms times per batch.
+def transformed(model, images, angles, jitter=(0.0, 0.0, 0.0), generator=None):
+    """(part, inputs) chunks of the model's backbone_batch: uint8 images already on the model's
+    device, rotated by their angles (None: not rotated), jittered, normalised. The one path from
+    the image cache to the model for training, scoring and gradient maps; chunks keep the float
+    copies of 448 px images from existing for a whole batch at once."""
+    chunk, device = model.speed.backbone_batch, images.device
+    for start in range(0, len(images), chunk):
+        part = slice(start, start + chunk)
+        yield part, make_batch(images[part], None if angles is None else angles[part], device,
+                               jitter, generator, model.speed.channels_last)
+
+
+def train_one_epoch(model, optimizer, images, step, device, generator, progress=False):
+    """One pass over the shuffled training images, each seen step.n_transforms times per batch.
     Returns the mean loss; a non-finite loss raises NonFiniteLossError at the end of the epoch."""
     model.train()
     order = torch.randperm(len(images), generator=generator)
     losses = []  # device tensors: reading each step's loss would make the host wait for the GPU
-    for start in tqdm(range(0, len(order), batch_size), desc="train", leave=False,
+    for start in tqdm(range(0, len(order), step.batch_size), desc="train", leave=False,
                       disable=not progress):
-        distinct = take(images, order[start:start + batch_size], device)  # each image moved once
-        batch = distinct.repeat_interleave(n_transforms, dim=0)  # the transforms' copies, on device
+        distinct = take(images, order[start:start + step.batch_size], device)  # each moved once
+        batch = distinct.repeat_interleave(step.n_transforms, dim=0)  # copies made on the device
         angles = (torch.empty(len(batch)).uniform_(-180.0, 180.0, generator=generator)
-                  if rotations else None)
-        feats = embed_in_chunks(model, batch, angles, device, jitter, generator, channels_last,
-                                amp_bf16, backbone_batch)
+                  if step.rotations else None)
+        feats = torch.cat([model.embed(x) for _, x in
+                           transformed(model, batch, angles, step.jitter, generator)])
         z, log_jac_det = model.flow(feats)
         loss = nll_loss(z, log_jac_det)
         loss.backward()
@@ -117,22 +154,8 @@ def finite_mean(losses):
     return float(np.mean(losses))
 
 
-def embed_in_chunks(model, batch, angles, device, jitter, generator, channels_last, amp_bf16,
-                    chunk):
-    """Frozen-backbone features of a training batch (uint8, on the device), `chunk` transformed
-    images at a time, so the float copies of 448 px images never exist for the whole batch."""
-    feats = []
-    for start in range(0, len(batch), chunk):
-        part = slice(start, start + chunk)
-        x = make_batch(batch[part], None if angles is None else angles[part], device, jitter,
-                       generator, channels_last)
-        feats.append(model.embed(x, amp_bf16))
-    return torch.cat(feats)
-
-
 @torch.no_grad()
-def score_images(model, images, angles, device, backbone_batch, channels_last=False, amp_bf16=False,
-                 progress=False):
+def score_images(model, images, angles, device, progress=False):
     """Anomaly score of each image: mean over its rotations (angles: N x T) of mean(z^2).
     A batch holds backbone_batch consecutive (image, rotation) pairs; only its distinct images
     cross to the device, and are repeated for their rotations there."""
@@ -141,24 +164,16 @@ def score_images(model, images, angles, device, backbone_batch, channels_last=Fa
     image_index = torch.arange(n).repeat_interleave(t)
     flat_angles = angles.reshape(-1)
     scores = torch.empty(n * t, device=device)  # read back once, not per batch
-    for start in tqdm(range(0, n * t, backbone_batch), desc="score", leave=False, disable=not progress):
-        sel = slice(start, start + backbone_batch)
+    chunk = model.speed.backbone_batch
+    for start in tqdm(range(0, n * t, chunk), desc="score", leave=False, disable=not progress):
+        sel = slice(start, start + chunk)
         first, last = int(image_index[sel][0]), int(image_index[sel][-1])
         distinct = take(images, torch.arange(first, last + 1), device)
         batch = distinct[(image_index[sel] - first).to(device, non_blocking=True)]
-        x = make_batch(batch, flat_angles[sel], device, channels_last=channels_last)
-        z, _ = model(x, amp_bf16)
+        (_, x), = transformed(model, batch, flat_angles[sel])
+        z, _ = model(x)
         scores[sel] = anomaly_score(z).float()
     return scores.cpu().view(n, t).mean(dim=1).numpy()
-
-
-def image_auroc(labels, scores):
-    """Image-level AUROC, anomalous = positive; NaN (with a warning) when a class is absent."""
-    if len(set(labels.tolist())) < 2:
-        warnings.warn("the test set holds only one kind of image (normal or anomalous); "
-                      "AUROC is undefined and reported as n/a")
-        return float("nan")
-    return float(roc_auc_score(labels, scores))
 
 
 def evaluation_generator(seed, epoch, stream=0):
@@ -168,28 +183,27 @@ def evaluation_generator(seed, epoch, stream=0):
     return torch.Generator().manual_seed(int(state))
 
 
-def load_class_data(cfg, class_name, progress=False):
-    """Decoded train and test ImageSets of a class (cache in memory or memory-mapped); with
-    skip_bad_images, the images of unreadable masks are left out here."""
-    train_paths, (test_paths, test_labels, test_masks) = find_class_files(cfg["dataset_path"],
-                                                                          class_name)
+def load_class_data(cfg, files, progress=False):
+    """Decoded train and test ImageSets of a class (data.ClassFiles; cache in memory or
+    memory-mapped); with skip_bad_images, the images of unreadable masks are left out here."""
+    test_paths, test_labels, test_masks = files.test, files.labels, files.masks
     bad_masks = []
     if cfg["skip_bad_images"]:  # without it, main.py has decoded every mask before any work
         test_paths, test_labels, test_masks, bad_masks = drop_unreadable_masks(
             test_paths, test_labels, test_masks, skip_bad=True)
-    warn_missing_masks(class_name, test_labels, test_masks)
+    warn_missing_masks(files.name, test_labels, test_masks)
 
     def mmap(split):
-        return os.path.join(cfg["cache_mmap"], f"{class_name}_{split}.npy") if cfg["cache_mmap"] else ""
+        return os.path.join(cfg["cache_mmap"], f"{files.name}_{split}.npy") if cfg["cache_mmap"] else ""
 
     common = dict(size=cfg["img_size"], num_workers=cfg["num_workers"],
                   skip_bad=cfg["skip_bad_images"], progress=progress)
-    train = build_image_set(train_paths, np.zeros(len(train_paths), np.int64),
-                            [None] * len(train_paths), mmap_file=mmap("train"), **common)
+    train = build_image_set(files.train, np.zeros(len(files.train), np.int64),
+                            [None] * len(files.train), mmap_file=mmap("train"), **common)
     test = build_image_set(test_paths, test_labels, test_masks, mmap_file=mmap("test"), **common)
     test.skipped += bad_masks
     if len(train) == 0:
-        raise FileNotFoundError(f"no readable training images for '{class_name}'")
+        raise FileNotFoundError(f"no readable training images for '{files.name}'")
     return train, test
 
 
@@ -205,8 +219,7 @@ def images_for(image_set, cfg, device):
 def score_set(model, images, cfg, device, generator, progress=False):
     """Scores of uint8 images (N, 3, S, S) with the configured test rotations."""
     angles = rotation_angles(len(images), cfg["n_transforms_test"], cfg["test_rotations"], generator)
-    return score_images(model, images, angles, device, cfg["backbone_batch"], cfg["channels_last"],
-                        cfg["amp_bf16"], progress)
+    return score_images(model, images, angles, device, progress)
 
 
 def best_auroc(history):
@@ -230,8 +243,6 @@ def setup_model(cfg, device):
     seed_everything(cfg["seed"])
     backbone = load_alexnet_features(cfg["pretrained"], cfg["weights_path"])  # fails fast
     model = build_model(cfg, backbone).to(device)
-    if cfg["channels_last"]:
-        model.features.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.flow, cfg["lr_init"], cfg["adam_betas"], cfg["adam_eps"],
                                cfg["weight_decay"])
     return model, optimizer, torch.Generator().manual_seed(cfg["seed"])
@@ -239,73 +250,95 @@ def setup_model(cfg, device):
 
 def train_meta_epoch(model, optimizer, generator, train_images, cfg, device, progress):
     """sub_epochs training epochs; returns their mean loss."""
-    jitter = (cfg["transf_brightness"], cfg["transf_contrast"], cfg["transf_saturation"])
-    losses = [train_one_epoch(model, optimizer, train_images, cfg["batch_size"],
-                              cfg["n_transforms"], device, generator, cfg["transf_rotations"],
-                              jitter, cfg["channels_last"], cfg["amp_bf16"],
-                              cfg["backbone_batch"], progress)
-              for _ in range(cfg["sub_epochs"])]
-    return float(np.mean(losses))
+    step = TrainStep.from_config(cfg)
+    return float(np.mean([train_one_epoch(model, optimizer, train_images, step, device, generator,
+                                          progress) for _ in range(cfg["sub_epochs"])]))
 
 
-def kept_checkpoint(ckpt, save_model):
-    """What remains on disk after a failure, said truthfully."""
-    if save_model and os.path.isfile(ckpt):
-        return f"the last good checkpoint ({ckpt}) is kept"
-    return "no checkpoint was written" if save_model else "save_model is off: no checkpoint"
-
-
-def start_state(model, optimizer, generator, cfg, class_name, ckpt, data, log, tag):
-    """A fresh state, or the checkpoint's when resuming (checked against config and data)."""
-    if not (cfg["resume"] and os.path.isfile(ckpt)):
-        return new_state(class_name, data)
-    state = restore(model, optimizer, generator, cfg, class_name, ckpt, data)
-    log(f"[{tag}] resumed from {ckpt} after meta epoch {state['epoch']}")
-    return state
-
-
-def evaluate_epoch(model, state, test_images, test_set, cfg, device, progress):
-    """Score the test set after a meta epoch; non-finite scores mean the flow diverged."""
-    scores = score_set(model, test_images, cfg, device,
-                       evaluation_generator(cfg["seed"], state["epoch"]), progress)
+def evaluate_epoch(model, test_images, labels, cfg, epoch, progress):
+    """(test scores, image AUROC) after `epoch` meta epochs; non-finite scores mean the flow
+    diverged."""
+    device = next(model.flow.parameters()).device
+    scores = score_set(model, test_images, cfg, device, evaluation_generator(cfg["seed"], epoch),
+                       progress)
     if not np.isfinite(scores).all():
         raise NonFiniteScoresError(f"{int((~np.isfinite(scores)).sum())} test scores are not finite")
-    state["epoch"] += 1
-    state["auroc_history"].append(image_auroc(test_set.labels, scores))
-    state["test_scores"] = torch.from_numpy(scores)
+    return scores, image_metrics(labels, scores)["auroc"]
 
 
-def train_class(cfg, class_name, device, ckpt=None, log=print, tag=None):
-    """Train (or resume) one class; returns the model, its final state and the image sets.
-    A diverging flow raises NonFiniteLossError; the checkpoint on disk stays the last good one.
-    tag names the run in the printed lines (default: the class name)."""
-    tag = tag or class_name
+def after_epoch(state, loss, scores, auroc, seconds):
+    """The run's state after one more meta epoch (a new dict: only the training loop calls it)."""
+    return {**state, "epoch": state["epoch"] + 1,
+            "loss_history": state["loss_history"] + [loss],
+            "auroc_history": state["auroc_history"] + [auroc],
+            "test_scores": torch.from_numpy(scores),
+            "train_seconds": state["train_seconds"] + seconds}
+
+
+class Trained(NamedTuple):
+    """A trained (or read-back) run: what its reports and final checkpoint need."""
+    model: DifferNet
+    optimizer: AdamInBackward
+    generator: torch.Generator
+    state: dict
+    train_set: object
+    test_set: object
+    finished_before: bool  # read back from a finished checkpoint, nothing trained now
+
+
+def start_state(model, optimizer, generator, cfg, files, ckpt):
+    """A fresh state, or the checkpoint's when resuming (checked against config and data)."""
+    if not (cfg["resume"] and ckpt and os.path.isfile(ckpt)):
+        return new_state(files.name, data_fingerprint(files))
+    return restore(model, optimizer, generator, cfg, files, ckpt)
+
+
+def train_class(cfg, files, device, writer=None, log=print, tag=None):
+    """Train (or resume) one class: data.ClassFiles in, Trained out. After every meta epoch but
+    the last, a snapshot goes to `writer` (checkpoints.CheckpointWriter, None: no checkpoints);
+    the caller writes the final one with the metrics. A diverging flow raises a DivergedError;
+    the checkpoint on disk stays the last good one. tag names the run in the printed lines."""
+    tag = tag or files.name
     progress = cfg["verbose"] and sys.stderr.isatty()
-    ckpt = ckpt or checkpoint_path(cfg["checkpoint_dir"], class_name)
     model, optimizer, generator = setup_model(cfg, device)
-    train_set, test_set = load_class_data(cfg, class_name, progress)
-    data = data_fingerprint(cfg["dataset_path"], class_name)
+    train_set, test_set = load_class_data(cfg, files, progress)
     # restored after the data are loaded, since loading draws from torch's global RNG
-    state = start_state(model, optimizer, generator, cfg, class_name, ckpt, data, log, tag)
-    train_images = images_for(train_set, cfg, device)
-    test_images = images_for(test_set, cfg, device)
-    while state["epoch"] < cfg["meta_epochs"]:
-        started = time.perf_counter()
-        try:
-            loss = train_meta_epoch(model, optimizer, generator, train_images, cfg, device, progress)
-            evaluate_epoch(model, state, test_images, test_set, cfg, device, progress)
-        except NonFiniteLossError as e:
-            raise type(e)(
-                f"[{tag}] {e} in meta epoch {state['epoch'] + 1}; "
-                f"{kept_checkpoint(ckpt, cfg['save_model'])}. Lower lr_init or clamp_alpha") from None
-        state["loss_history"].append(loss)
-        state["train_seconds"] += time.perf_counter() - started
-        if state["epoch"] == cfg["meta_epochs"]:
-            state["threshold"] = training_threshold(model, train_images, cfg, device, progress)
-        log(epoch_line(tag, state, cfg["meta_epochs"]))
-        if cfg["save_model"]:
-            save_checkpoint(ckpt, snapshot(model, optimizer, generator, cfg, state))
-    return model, state, train_set, test_set
+    state = start_state(model, optimizer, generator, cfg, files, writer and writer.path)
+    finished_before = state["epoch"] == cfg["meta_epochs"]
+    if state["epoch"]:
+        log(f"[{tag}] resumed from {writer.path} after meta epoch {state['epoch']}")
+    train_images, test_images = images_for(train_set, cfg, device), images_for(test_set, cfg, device)
+    try:
+        while state["epoch"] < cfg["meta_epochs"]:
+            started = time.perf_counter()
+            try:
+                loss = train_meta_epoch(model, optimizer, generator, train_images, cfg, device,
+                                        progress)
+                scores, auroc = evaluate_epoch(model, test_images, test_set.labels, cfg,
+                                               state["epoch"], progress)
+            except DivergedError as e:
+                raise type(e)(f"[{tag}] {e} in meta epoch {state['epoch'] + 1}; "
+                              f"{kept_checkpoint(writer)}. Lower lr_init or clamp_alpha") from None
+            state = after_epoch(state, loss, scores, auroc, time.perf_counter() - started)
+            if state["epoch"] == cfg["meta_epochs"]:
+                state = {**state, "threshold": training_threshold(model, train_images, cfg,
+                                                                  device, progress)}
+            log(epoch_line(tag, state, cfg["meta_epochs"]))
+            if writer and state["epoch"] < cfg["meta_epochs"]:
+                writer.submit(lambda: snapshot(model, optimizer, generator, cfg, state, copy=True),
+                              state["epoch"])
+    except KeyboardInterrupt:
+        if writer:
+            log(f"[{tag}] interrupted; {writer.finish_after_interrupt()}")
+        raise
+    return Trained(model, optimizer, generator, state, train_set, test_set, finished_before)
+
+
+def kept_checkpoint(writer):
+    """What remains on disk after a failure, said truthfully."""
+    if writer is None:
+        return "save_model is off: no checkpoint"
+    return writer.on_disk_text()
 
 
 def training_threshold(model, train_images, cfg, device, progress=False):

@@ -78,10 +78,23 @@ def acquire_lock(folder, setting):
 
 
 def release_lock(path):
-    """Give a folder back, if this process still holds it."""
+    """Give a folder back, if this process still holds it, and remove the folder (and its
+    parent, the class folder) when the run left nothing in it. A failure here is a warning:
+    it must not hide the error that ended the run."""
     owner = _lock_owner(path)
-    if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+    if owner.get("pid") != os.getpid() or owner.get("host") != socket.gethostname():
+        return
+    try:
         Path(path).unlink(missing_ok=True)
+    except OSError as e:
+        warnings.warn(f"could not remove the lock '{path}' ({e.strerror or e}); delete it "
+                      f"before the next run in that folder")
+        return
+    for folder in (Path(path).parent, Path(path).parent.parent):
+        try:
+            folder.rmdir()  # only succeeds when empty
+        except OSError:
+            break
 
 
 def remove_stale_temps(folder, recursive=True, min_age=0.0):

@@ -89,11 +89,12 @@ def map_figures(out, indices, test_set, scores, threshold, heat_of):
                         test_set.mask_paths[i], float(scores[i]), threshold)
 
 
-def class_reports(model, state, train_set, test_set, cfg, class_name, device, out_dir):
-    """Write the figures and analysis files of a finished class into out_dir and return its
-    metrics (also stored in state["metrics"]): aupr, f1_max, f1_threshold, pixel_auroc, aupro,
-    pixel_images, masks_missing."""
-    out = Path(out_dir)
+def class_reports(trained, cfg, device, out_dir):
+    """Write the figures and analysis files of a finished run (train.Trained) into out_dir and
+    return its metrics: aupr, f1_max, f1_threshold, pixel_auroc, aupro, pixel_images,
+    masks_missing."""
+    model, state, test_set = trained.model, trained.state, trained.test_set
+    class_name, out = state["class_name"], Path(out_dir)
     labels, scores = test_set.labels, state["test_scores"].numpy()
     threshold = state.get("threshold")
     plot_auroc_history(out / "auroc.png", state["auroc_history"])
@@ -112,5 +113,4 @@ def class_reports(model, state, train_set, test_set, cfg, class_name, device, ou
     if misses:
         write_misses(out / "misses", misses, test_set, scores, types, threshold, heat_of)
     map_figures(out / "maps", shown, test_set, scores, threshold, heat_of)
-    state["metrics"] = metrics
     return metrics

@@ -8,11 +8,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from checkpoints import add_to_checkpoint, check_resumable, checkpoint_path, data_fingerprint
+from checkpoints import (CheckpointWriter, check_resumable, checkpoint_path,
+                         legacy_checkpoint_path, snapshot)
 from harness.locks import acquire_lock, release_lock, remove_stale_temps
 from harness.references import REFERENCES
 from harness.reports import class_reports
-from train import NonFiniteLossError, best_auroc, train_class
+from train import DivergedError, best_auroc, train_class
 
 REASON_LENGTH = 160  # characters of an error message kept in the status column
 
@@ -28,15 +29,10 @@ def run_tag(cfg, class_name, seed):
 
 
 def run_paths(cfg, class_name, seed):
-    """(checkpoint file, results folder) of a run. With several seeds each has its sub-folder
-    seed<k>; a one-seed run keeps checkpoints/<class>/checkpoint.pt and results/<class>/,
-    unless only the seed<k> checkpoint of an earlier several-seed run exists: that one is used."""
-    per_seed = (checkpoint_path(cfg["checkpoint_dir"], class_name, seed),
-                Path(cfg["results_dir"], class_name, f"seed{seed}"))
-    flat = (checkpoint_path(cfg["checkpoint_dir"], class_name), Path(cfg["results_dir"], class_name))
-    if len(cfg["seeds"]) > 1 or (os.path.isfile(per_seed[0]) and not os.path.isfile(flat[0])):
-        return per_seed
-    return flat
+    """(checkpoint file, results folder) of a run: <class>/seed<k>/ under checkpoint_dir and
+    results_dir, whatever the number of seeds, so a finished run is found by every command."""
+    return (checkpoint_path(cfg["checkpoint_dir"], class_name, seed),
+            Path(cfg["results_dir"], class_name, f"seed{seed}"))
 
 
 def lock_folders(cfg, class_name, seed):
@@ -60,10 +56,23 @@ def lock_runs(cfg, units):
     return locks
 
 
-def check_checkpoints(cfg, units):
+def check_legacy_layout(cfg, class_name):
+    """Earlier versions kept a one-seed run's checkpoint in <class>/ itself; its seed is
+    stored inside, so say where it belongs rather than guess."""
+    old = legacy_checkpoint_path(cfg["checkpoint_dir"], class_name)
+    if os.path.isfile(old):
+        raise FileExistsError(
+            f"checkpoint '{old}' is in the layout of an earlier version; move it to "
+            f"{os.path.join(os.path.dirname(old), 'seed<k>', 'checkpoint.pt')} with k its seed "
+            f"(config['seed'] inside it; 0 unless you set another), then run again")
+
+
+def check_checkpoints(cfg, units, files):
     """Before the first run trains: with resume, every existing checkpoint must fit this run's
-    class, architecture, data and meta_epochs; without resume, none may be overwritten."""
+    class, seed, architecture, data and meta_epochs; without resume, none may be overwritten.
+    files: data.ClassFiles per class name."""
     for class_name, seed in units:
+        check_legacy_layout(cfg, class_name)
         ckpt, _ = run_paths(cfg, class_name, seed)
         if not os.path.isfile(ckpt):
             continue
@@ -73,8 +82,7 @@ def check_checkpoints(cfg, units):
                 f"run is read back, not retrained), or move it away, or choose another "
                 f"checkpoint_dir. Nothing was overwritten")
         if cfg["resume"]:
-            check_resumable(ckpt, dict(cfg, seed=seed), class_name,
-                            data_fingerprint(cfg["dataset_path"], class_name))
+            check_resumable(ckpt, dict(cfg, seed=seed), files[class_name])
 
 
 def release_locks(locks):
@@ -82,8 +90,9 @@ def release_locks(locks):
         release_lock(path)
 
 
-def run_row(base, state, train_set, test_set, metrics):
+def run_row(base, trained, metrics):
     """The row of a run that finished."""
+    state, train_set, test_set = trained.state, trained.train_set, trained.test_set
     best, best_epoch = best_auroc(state["auroc_history"])
     return {**base, **metrics, "auroc_last": state["auroc_history"][-1], "auroc_max": best,
             "epoch_max": best_epoch, "train_images": len(train_set),
@@ -93,34 +102,49 @@ def run_row(base, state, train_set, test_set, metrics):
             "train_minutes": state["train_seconds"] / 60.0, "status": "ok"}
 
 
-def train_and_report(cfg, class_name, seed, device, base):
-    """Train (or resume) a run, write its reports, store its metrics in its checkpoint."""
+def write_final_checkpoint(writer, run_cfg, trained, metrics):
+    """The last epoch's checkpoint, with the metrics when the reports got that far; written
+    once (a finished run read back is rewritten only when its stored metrics differ)."""
+    if trained.finished_before and trained.state.get("metrics") == metrics:
+        return
+    state = dict(trained.state, **({"metrics": metrics} if metrics is not None else {}))
+    writer.write_now(snapshot(trained.model, trained.optimizer, trained.generator, run_cfg, state),
+                     state["epoch"])
+
+
+def train_and_report(cfg, files, seed, device, base):
+    """Train (or resume) a run, write its reports, then its final checkpoint with the metrics."""
     run_cfg = dict(cfg, seed=seed)
-    ckpt, out = run_paths(cfg, class_name, seed)
-    model, state, train_set, test_set = train_class(run_cfg, class_name, device, ckpt,
-                                                    tag=run_tag(cfg, class_name, seed))
-    metrics = class_reports(model, state, train_set, test_set, run_cfg, class_name, device, out)
-    if cfg["save_model"]:
-        add_to_checkpoint(ckpt, metrics=metrics)
-    return run_row(base, state, train_set, test_set, metrics)
+    ckpt, out = run_paths(cfg, files.name, seed)
+    writer = CheckpointWriter(ckpt) if cfg["save_model"] else None
+    trained = train_class(run_cfg, files, device, writer, tag=run_tag(cfg, files.name, seed))
+    metrics = None
+    try:
+        metrics = class_reports(trained, run_cfg, device, out)
+    finally:
+        if writer:  # also when the reports failed: the trained model is not lost
+            write_final_checkpoint(writer, run_cfg, trained, metrics)
+    return run_row(base, trained, metrics)
 
 
 def failure_reason(error):
     """Short text for the status column; the whole message is printed."""
-    if isinstance(error, NonFiniteLossError):
+    if isinstance(error, DivergedError):
         return error.reason
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
     return first if len(first) <= REASON_LENGTH else first[:REASON_LENGTH - 3] + "..."
 
 
-def run_one(cfg, class_name, seed, device):
+def run_one(cfg, files, seed, device):
     """One run; whatever fails inside it is recorded in its row, and the caller goes on."""
     table = REFERENCES.get(cfg["reference"], {"auroc": {}})  # 'none': no reference column
-    base = {"class": class_name, "seed": seed, "reference_auroc": table["auroc"].get(class_name)}
+    base = {"class": files.name, "seed": seed,
+            "reference_auroc": table["auroc"].get(files.name)}
     try:
-        return train_and_report(cfg, class_name, seed, device, base)
+        return train_and_report(cfg, files, seed, device, base)
     except Exception as e:  # noqa: BLE001 - a run's failure must not end the other runs
         if os.environ.get("DIFFERNET_DEBUG"):
             traceback.print_exc()
-        print(f"ERROR [{run_tag(cfg, class_name, seed)}] {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"ERROR [{run_tag(cfg, files.name, seed)}] {type(e).__name__}: {e}",
+              file=sys.stderr)
         return {**base, "status": f"failed: {failure_reason(e)}"}
