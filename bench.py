@@ -16,6 +16,7 @@ arguments are config overrides (e.g. --device=cuda --amp_bf16=True).
 import argparse
 import json
 import math
+import os
 import resource
 import sys
 import tempfile
@@ -31,7 +32,9 @@ from torchvision import transforms
 import data
 from data import IMAGENET_MEAN, IMAGENET_STD, build_image_set, rotation_angles
 from model import flow_parameters, load_alexnet_features, nll_loss
-from train import build_model, images_for, make_optimizer, score_images, train_one_epoch
+from checkpoints import CheckpointWriter, snapshot
+from train import (TrainStep, build_model, images_for, make_optimizer, score_images,
+                   train_one_epoch)
 from configurator import resolve_config
 from utils import atomic_write, resolve_device, return_freed_memory_to_os, seed_everything
 
@@ -147,8 +150,6 @@ def measure_ours(cfg, device, train_paths, test_paths):
                                cfg["img_size"], cfg["num_workers"])
     results["cache_images_per_s"] = len(train_paths) / cache_time
     model = build_model(cfg, load_alexnet_features(False)).to(device)
-    if cfg["channels_last"]:
-        model.features.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.flow, cfg["lr_init"], cfg["adam_betas"], cfg["adam_eps"],
                                cfg["weight_decay"])
     images = images_for(train_set, cfg, device)
@@ -156,9 +157,7 @@ def measure_ours(cfg, device, train_paths, test_paths):
     results["cache_on_device"] = images.device.type != "cpu"
     gen = torch.Generator().manual_seed(0)
     def epoch(imgs):
-        return train_one_epoch(model, optimizer, imgs, cfg["batch_size"], cfg["n_transforms"],
-                               device, gen, channels_last=cfg["channels_last"],
-                               amp_bf16=cfg["amp_bf16"], backbone_batch=cfg["backbone_batch"])
+        return train_one_epoch(model, optimizer, imgs, TrainStep.from_config(cfg), device, gen)
     epoch(images[:cfg["batch_size"]])  # warm-up step: allocator, cuDNN algorithm choice
     with host_to_device_bytes() as moved:
         seconds, _ = timed(lambda: epoch(images), device)
@@ -167,12 +166,28 @@ def measure_ours(cfg, device, train_paths, test_paths):
     results["bytes_per_train_step"] = moved["bytes"] / steps
     angles = rotation_angles(len(test_set), cfg["n_transforms_test"], "random", gen)
     with host_to_device_bytes() as moved:
-        seconds, _ = timed(lambda: score_images(model, test_images, angles, device,
-                                                cfg["backbone_batch"], cfg["channels_last"],
-                                                cfg["amp_bf16"]), device)
+        seconds, _ = timed(lambda: score_images(model, test_images, angles, device), device)
     results["score_images_per_s"] = len(test_paths) * cfg["n_transforms_test"] / seconds
     results["bytes_per_scored_image"] = moved["bytes"] / len(test_paths)
+    results["checkpoint"] = measure_checkpoints(cfg, (model, optimizer, gen),
+                                                lambda: epoch(images))
     return results, model
+
+
+def measure_checkpoints(cfg, trainee, train_epoch, saves=2):
+    """Checkpoints as the training loop writes them: each save hands a host copy to the
+    background writer, then a training epoch runs while the disk works. Per save: bytes,
+    seconds to write, seconds the loop was blocked (waiting for the previous write + copying)."""
+    with tempfile.TemporaryDirectory() as folder:
+        writer = CheckpointWriter(os.path.join(folder, "checkpoint.pt"))
+        for epoch in range(1, saves + 1):
+            writer.submit(lambda: snapshot(*trainee, cfg, {"epoch": epoch}, copy=True), epoch)
+            train_epoch()
+        writer.wait()
+    writes = writer.writes
+    return {"saves": writes, "bytes": writes[-1]["bytes"],
+            "write_s": max(w["write_s"] for w in writes),
+            "blocked_s": max(w["blocked_s"] for w in writes)}
 
 
 def measure_reference(cfg, device, train_paths, test_paths):
@@ -212,9 +227,16 @@ def report(res):
     lines.append(f"uint8 images to the device (counted at data.to_device; cache "
                  f"{'on the device' if measured['cache_on_device'] else 'in host memory'}): "
                  f"{measured['bytes_per_train_step'] / 1e6:.2f} MB per training step "
-                 f"(before issue 11: {before_step / 1e6:.2f}), "
+                 f"(all transformed copies moved: {before_step / 1e6:.2f}), "
                  f"{measured['bytes_per_scored_image'] / 1e6:.2f} MB per scored image "
-                 f"(before: {before_image / 1e6:.2f})")
+                 f"(all rotated copies moved: {before_image / 1e6:.2f})")
+    ckpt = measured["checkpoint"]
+    lines.append(f"checkpoint: {ckpt['bytes'] / 1e9:.2f} GB per save, written in "
+                 f"{ckpt['write_s']:.1f} s, training loop blocked {ckpt['blocked_s']:.2f} s "
+                 f"(worst of {len(ckpt['saves'])} saves); {res['meta_epochs']} saves per class: "
+                 f"{res['meta_epochs'] * ckpt['write_s'] / 60:.1f} min written in the loop, "
+                 f"{res['meta_epochs'] * ckpt['blocked_s'] / 60:.1f} min blocked with the "
+                 f"background writer")
     lines.append(f"peak RSS {res['peak_rss_gb']:.2f} GB" + (
         f", peak GPU {res['peak_gpu_gb']:.2f} GB" if res["peak_gpu_gb"] is not None else ""))
     lines.append(f"projected default schedule, 900-image class: {res['projected_minutes']:.1f} min")
@@ -251,6 +273,7 @@ def main(argv=None):
            "peak_gpu_gb": gpu, "projected_minutes": full_schedule_minutes(cfg, ours),
            "bytes_per_transformed_copy": bytes_per_transformed_copy(cfg, args.n_train),
            **{k: cfg[k] for k in ("img_size", "n_transforms", "n_transforms_test", "batch_size",
+                                  "meta_epochs",
                                   "channels_last", "amp_bf16", "tf32", "cache_device")}}
     print(report(res))
     if args.json:

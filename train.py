@@ -3,6 +3,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -204,6 +205,9 @@ def load_class_data(cfg, files, progress=False):
     test.skipped += bad_masks
     if len(train) == 0:
         raise FileNotFoundError(f"no readable training images for '{files.name}'")
+    if np.unique(test.labels).size < 2:
+        warnings.warn(f"the test set of '{files.name}' holds only one kind of image (normal or "
+                      f"anomalous); AUROC is undefined and reported as n/a")
     return train, test
 
 
@@ -263,6 +267,8 @@ def evaluate_epoch(model, test_images, labels, cfg, epoch, progress):
                        progress)
     if not np.isfinite(scores).all():
         raise NonFiniteScoresError(f"{int((~np.isfinite(scores)).sum())} test scores are not finite")
+    if np.unique(labels).size < 2:  # warned once when the data were loaded
+        return scores, float("nan")
     return scores, image_metrics(labels, scores)["auroc"]
 
 

@@ -29,5 +29,5 @@ def test_two_gloo_processes_train_all_classes_and_merge(tmp_path):
     assert [r["class"] for r in rows] == classes + ["mean"]
     assert all(r["status"] == "ok" for r in rows[:3])
     for name in classes:
-        assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", name))["class_name"] == name
+        assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", name, 0))["class_name"] == name
     assert out.stdout.count("| toy_a |") == 1  # the table is printed once, by rank 0

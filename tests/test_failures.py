@@ -23,7 +23,7 @@ def test_missing_class_folder_is_reported_before_training(tmp_path, toy_class, c
     err = capsys.readouterr().err
     assert code == 1
     assert "class folder of 'candle'" in err and "prepare_visa.py" in err
-    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy"))  # nothing trained
+    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy", 0))  # nothing trained
     assert not (tmp_path / "ckpt").exists() and not (tmp_path / "results").exists()
 
 
@@ -53,7 +53,7 @@ def test_non_finite_loss_fails_the_class_keeps_checkpoint_and_continues(tmp_path
     rows = {r["class"]: r for r in main.run(tiny_args(tmp_path, class_names=["toy", "toy2"]))}
     assert rows["toy"]["status"] == "failed: non-finite loss"
     assert rows["toy2"]["status"] == "ok"
-    assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy"))["epoch"] == 1
+    assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))["epoch"] == 1
     assert "failed: non-finite loss" in (tmp_path / "results" / "results.csv").read_text()
 
 
@@ -64,7 +64,7 @@ def test_checkpoint_of_another_configuration_or_class_is_refused(tmp_path, toy_c
         main.run(tiny_args(tmp_path, resume=True, fc_internal=16, n_coupling_blocks=3))
     other = tmp_path / "ckpt" / "toy2" / "checkpoint.pt"
     other.parent.mkdir()
-    shutil.copy(checkpoint_path(tmp_path / "ckpt", "toy"), other)
+    shutil.copy(checkpoint_path(tmp_path / "ckpt", "toy", 0), other)
     state = load_checkpoint(other)
     with pytest.raises(ValueError, match="class: checkpoint 'toy' vs 'toy2'"):
         checkpoints.check_checkpoint_matches(state, state["config"], "toy2", other)
@@ -101,7 +101,7 @@ def test_unwritable_output_folder_is_reported_at_start(tmp_path, toy_class, caps
 def test_disk_full_keeps_previous_checkpoint_and_results(tmp_path, toy_class, monkeypatch,
                                                          capsys):
     main.run(tiny_args(tmp_path, meta_epochs=1))
-    ckpt = checkpoint_path(tmp_path / "ckpt", "toy")
+    ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     before_ckpt = open(ckpt, "rb").read()
 
     def full_disk_save(obj, path):
@@ -137,7 +137,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, toy_class):
     args = tiny_args(tmp_path, meta_epochs=6, checkpoint_dir=str(tmp_path / "killed"))
     proc = subprocess.Popen([sys.executable, "main.py", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = checkpoint_path(tmp_path / "killed", "toy")
+    ckpt = checkpoint_path(tmp_path / "killed", "toy", 0)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if os.path.exists(ckpt) and load_checkpoint(ckpt)["epoch"] >= 2:
@@ -150,7 +150,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, toy_class):
     main.run(args + ["--resume=True"])
     main.run(tiny_args(tmp_path, meta_epochs=6, checkpoint_dir=str(tmp_path / "whole")))
     resumed = load_checkpoint(ckpt)
-    whole = load_checkpoint(checkpoint_path(tmp_path / "whole", "toy"))
+    whole = load_checkpoint(checkpoint_path(tmp_path / "whole", "toy", 0))
     assert resumed["auroc_history"] == whole["auroc_history"]
     assert torch.equal(resumed["test_scores"], whole["test_scores"])
 

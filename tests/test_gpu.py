@@ -13,8 +13,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_gpu_run_matches_cpu_run(tmp_path, toy_class):
     main.run(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "cpu"), device="cpu"))
     main.run(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "gpu"), device="cuda"))  # cache: auto
-    cpu = load_checkpoint(checkpoint_path(tmp_path / "cpu", "toy"))
-    gpu = load_checkpoint(checkpoint_path(tmp_path / "gpu", "toy"))
+    cpu = load_checkpoint(checkpoint_path(tmp_path / "cpu", "toy", 0))
+    gpu = load_checkpoint(checkpoint_path(tmp_path / "gpu", "toy", 0))
     # same seed, same draws; only floating-point order differs between the devices
     np.testing.assert_allclose(gpu["test_scores"].numpy(), cpu["test_scores"].numpy(), rtol=0.05)
 
@@ -24,7 +24,7 @@ def test_gpu_fast_options_run(tmp_path, toy_class):
     rows = main.run(tiny_args(tmp_path, device="cuda", amp_bf16=True, tf32=True,
                               cache_device="cpu", grad_map_viz=True))
     assert 0.0 <= rows[0]["auroc_last"] <= 1.0 and 0.0 <= rows[0]["pixel_auroc"] <= 1.0
-    state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy"))
+    state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))
     assert len(state["rng_cuda"]) == torch.cuda.device_count()
 
 
@@ -32,7 +32,7 @@ def test_auto_cache_is_on_the_gpu_and_a_host_cache_crosses_from_pinned_memory(mo
     import data
     from data import ImageSet
     from model import load_alexnet_features
-    from train import build_model, images_for, make_optimizer, train_one_epoch
+    from train import TrainStep, build_model, images_for, make_optimizer, train_one_epoch
     images = torch.randint(0, 256, (11, 3, 64, 64), dtype=torch.uint8)
     cuda = torch.device("cuda")
     assert images_for(ImageSet(images, np.zeros(11), [""] * 11, [None] * 11),
@@ -46,5 +46,5 @@ def test_auto_cache_is_on_the_gpu_and_a_host_cache_crosses_from_pinned_memory(mo
     model = build_model(dict(n_scales=1, n_coupling_blocks=2, fc_internal=32, dropout=0.0,
                              clamp_alpha=3.0), load_alexnet_features(False)).to(cuda)
     optimizer = make_optimizer(model.flow, 2e-4, (0.8, 0.8), 1e-4, 1e-5)
-    train_one_epoch(model, optimizer, images, 4, 3, cuda, torch.Generator().manual_seed(0))
+    train_one_epoch(model, optimizer, images, TrainStep(4, 3), cuda, torch.Generator().manual_seed(0))
     assert crossings == [(4, True), (4, True), (3, True)]

@@ -52,7 +52,7 @@ def test_second_run_on_the_same_class_refuses_naming_the_first(tmp_path, toy_cla
         err = capsys.readouterr().err
         assert f"is in use by another run (pid {other.pid} on {socket.gethostname()}" in err
         assert "main.py --meta_epochs=6" in err and "another checkpoint_dir" in err
-        assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy"))  # nothing trained
+        assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy", 0))  # nothing trained
         assert json.loads(lock.read_text())["pid"] == other.pid  # the other run's lock kept
     finally:
         other.kill()
@@ -110,7 +110,7 @@ def test_failure_in_the_reports_fails_that_class_only(tmp_path, toy_class, monke
     assert "error: 1 of 2 run(s) failed: toy (seed 0)" in err
     table = (tmp_path / "results" / "results.csv").read_text()
     assert "failed: Input contains NaN" in table and table.count(",ok") == 1
-    assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy"))["epoch"] == 1  # kept
+    assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))["epoch"] == 1  # kept
 
 
 def test_non_finite_scores_fail_the_class_without_claiming_a_checkpoint(tmp_path, toy_class,
@@ -120,7 +120,7 @@ def test_non_finite_scores_fail_the_class_without_claiming_a_checkpoint(tmp_path
     err = capsys.readouterr().err
     assert rows[0]["status"] == "failed: non-finite test scores"
     assert "in meta epoch 1; no checkpoint was written" in err
-    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy"))
+    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy", 0))
 
 
 def test_zero_byte_mask_stops_before_training_or_is_skipped(tmp_path, toy_class, capsys):
@@ -129,7 +129,7 @@ def test_zero_byte_mask_stops_before_training_or_is_skipped(tmp_path, toy_class,
     bad.write_bytes(b"")
     assert main.main(tiny_args(tmp_path, class_names=["toy", "toy2"], meta_epochs=1)) == 1
     assert f"error: cannot read mask '{bad}'" in capsys.readouterr().err
-    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy"))  # found before any work
+    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy", 0))  # found before any work
     with pytest.warns(UserWarning, match="002.png"):
         rows = main.run(tiny_args(tmp_path, class_names=["toy2"], meta_epochs=1,
                                   skip_bad_images=True))
@@ -168,12 +168,12 @@ def test_resume_after_the_data_changed_is_refused_before_work(tmp_path, toy_clas
     assert main.main(tiny_args(tmp_path, meta_epochs=2, resume=True)) == 1
     assert "same counts, but files were added, removed, renamed or resized" in \
         capsys.readouterr().err
-    assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy"))["epoch"] == 1
+    assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))["epoch"] == 1
 
 
 def test_extended_checkpoint_never_keeps_a_stale_threshold(tmp_path, toy_class, monkeypatch):
     main.run(tiny_args(tmp_path, meta_epochs=1))
-    ckpt = checkpoint_path(tmp_path / "ckpt", "toy")
+    ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     assert "threshold" in load_checkpoint(ckpt)
     # the resumed run's 2nd epoch (meta epoch 3) diverges: calls 1-2 are meta epoch 2
     monkeypatch.setattr(train, "nll_loss", loss_that_turns_nan_at(3, train.nll_loss))
@@ -247,7 +247,7 @@ def test_no_tracked_file_points_outside_the_repository():
 def test_evaluate_names_partial_or_incompatible_checkpoints(tmp_path, toy_class, capsys):
     import evaluate
     main.run(tiny_args(tmp_path, meta_epochs=1))
-    state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy"))
+    state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))
     partial = tmp_path / "partial.pt"
     torch.save({k: v for k, v in state.items() if k != "backbone"}, partial)
     assert evaluate.main([str(partial), str(toy_class / "test"), "--out", str(tmp_path / "e")]) == 1
@@ -264,7 +264,7 @@ def test_evaluate_names_partial_or_incompatible_checkpoints(tmp_path, toy_class,
 def test_evaluate_checks_its_output_before_work_and_reports_metrics(tmp_path, toy_class, capsys):
     import evaluate
     main.run(tiny_args(tmp_path, meta_epochs=1))
-    ckpt = checkpoint_path(tmp_path / "ckpt", "toy")
+    ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert evaluate.main([ckpt, str(toy_class / "test"), "--out", str(blocker / "out")]) == 1
@@ -281,7 +281,7 @@ def test_evaluate_checks_its_output_before_work_and_reports_metrics(tmp_path, to
 
 def test_an_existing_checkpoint_is_never_overwritten_without_resume(tmp_path, toy_class, capsys):
     main.run(tiny_args(tmp_path, meta_epochs=2))
-    ckpt = checkpoint_path(tmp_path / "ckpt", "toy")
+    ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     before = open(ckpt, "rb").read()
     assert main.main(tiny_args(tmp_path, meta_epochs=2)) == 1
     err = capsys.readouterr().err
@@ -307,7 +307,7 @@ def test_one_seed_finds_the_checkpoint_of_an_earlier_several_seed_run(tmp_path, 
     main.run(tiny_args(tmp_path, seeds=[0, 1], meta_epochs=1))
     main.run(tiny_args(tmp_path, seeds=[0], meta_epochs=1, resume=True))
     assert "[toy] resumed from" in capsys.readouterr().out
-    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy"))  # no second layout
+    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy", 0))  # no second layout
 
 
 def test_unavailable_weights_stop_before_any_class(tmp_path, toy_class, capsys):
@@ -320,7 +320,7 @@ def test_outputs_get_ordinary_file_permissions(tmp_path, toy_class):
     main.run(tiny_args(tmp_path, meta_epochs=1))
     mask = os.umask(0)
     os.umask(mask)
-    for path in (checkpoint_path(tmp_path / "ckpt", "toy"), tmp_path / "results" / "results.csv",
+    for path in (checkpoint_path(tmp_path / "ckpt", "toy", 0), tmp_path / "results" / "results.csv",
                  tmp_path / "results" / "toy" / "auroc.png"):
         assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
 
@@ -330,7 +330,7 @@ def test_dropout_and_evaluate_threshold_ranges(tmp_path, toy_class, capsys):
     with pytest.raises(ValueError, match="config 'dropout' must be a probability in \\[0, 1\\)"):
         resolve_config(["--dropout=1.5"])
     main.run(tiny_args(tmp_path, meta_epochs=1))
-    ckpt = checkpoint_path(tmp_path / "ckpt", "toy")
+    ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     assert evaluate.main([ckpt, str(toy_class), "--threshold=nan", "--out",
                           str(tmp_path / "e")]) == 1
     assert "--threshold must be a finite number" in capsys.readouterr().err
@@ -342,7 +342,7 @@ def test_sigterm_ends_like_ctrl_c_and_releases_the_lock(tmp_path, toy_class):
     args = tiny_args(tmp_path, meta_epochs=50)
     proc = subprocess.Popen([sys.executable, "main.py", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ckpt = checkpoint_path(tmp_path / "ckpt", "toy")
+    ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not os.path.exists(ckpt):
         time.sleep(0.05)

@@ -9,12 +9,11 @@ from PIL import Image
 
 import evaluate
 import main
-from conftest import tiny_args
+from conftest import tiny_args, train_toy
 from prepare.demo import write_demo_class
 from localization import gradient_map
 from localization import pixel_report
 from checkpoints import checkpoint_path
-from train import train_class
 from configurator import resolve_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -25,9 +24,10 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("loc")
     write_demo_class(tmp / "data" / "toy", 0, size=64, n_train=24, n_test_good=6, n_test_bad=12)
     cfg = resolve_config(tiny_args(tmp, meta_epochs=3, sub_epochs=2, pixel_auroc=False))
-    model, state, train_set, test_set = train_class(cfg, "toy", torch.device("cpu"))
-    maps = [gradient_map(model, img, 8, torch.device("cpu")) for img in test_set.images]
-    return dict(tmp=tmp, cfg=cfg, model=model, state=state, test_set=test_set, maps=maps)
+    run = train_toy(cfg)
+    maps = [gradient_map(run.model, img, 8, torch.device("cpu")) for img in run.test_set.images]
+    return dict(tmp=tmp, cfg=cfg, model=run.model, state=run.state, test_set=run.test_set,
+                maps=maps)
 
 
 def test_map_has_image_size_and_finite_values(trained):
@@ -72,7 +72,7 @@ def test_evaluate_scores_a_folder_applies_threshold_and_reports_bad_files(traine
     shutil.copytree(trained["tmp"] / "data" / "toy" / "test", folder)
     (folder / "anomaly" / "fake.png").write_text("not an image")
     (folder / "notes.txt").write_text("ignored")
-    ckpt = checkpoint_path(trained["cfg"]["checkpoint_dir"], "toy")
+    ckpt = checkpoint_path(trained["cfg"]["checkpoint_dir"], "toy", 0)
     out = tmp_path / "eval"
     assert evaluate.main([ckpt, str(folder), "--out", str(out), "--maps=True"]) == 0
     printed = capsys.readouterr()

@@ -9,6 +9,7 @@ import torch
 import main
 from conftest import tiny_args
 from checkpoints import checkpoint_path, load_checkpoint
+from data import list_class
 from train import build_model, evaluation_generator, load_class_data, score_set
 from configurator import resolve_config
 
@@ -35,7 +36,7 @@ def test_end_to_end_writes_results_and_checkpoint(tmp_path, toy_class, capsys):
     assert len(list(misses.glob("*.png"))) == 2 * 6 and (misses / "misses.csv").is_file()
     md = (tmp_path / "results" / "results.md").read_text()
     assert "max AUROC (test-selected)" in md and "| toy |" in md
-    state = torch.load(checkpoint_path(tmp_path / "ckpt", "toy"), weights_only=True)
+    state = torch.load(checkpoint_path(tmp_path / "ckpt", "toy", 0), weights_only=True)
     assert state["epoch"] == 2 and len(state["auroc_history"]) == 2
     assert state["config"]["fc_internal"] == 32 and "optimizer" in state
     for name in ("auroc.png", "roc.png", "scores.png"):
@@ -45,13 +46,13 @@ def test_end_to_end_writes_results_and_checkpoint(tmp_path, toy_class, capsys):
 
 def test_checkpoint_in_a_fresh_model_gives_identical_scores(tmp_path, toy_class):
     run_main(tmp_path)
-    state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy"))
+    state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))
     cfg = resolve_config(tiny_args(tmp_path))
     from torchvision.models import alexnet
     model = build_model(cfg, alexnet(weights=None).features)  # other random backbone weights
     model.flow.load_state_dict(state["flow"])
     model.features.backbone.load_state_dict(state["backbone"])
-    _, test_set = load_class_data(cfg, "toy")
+    _, test_set = load_class_data(cfg, list_class(cfg["dataset_path"], "toy"))
     scores = score_set(model, test_set.images, cfg, torch.device("cpu"), evaluation_generator(0, 1))
     assert np.array_equal(scores, state["test_scores"].numpy())
 
@@ -64,8 +65,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, toy_class):
         resumed = run_main(tmp_path, meta_epochs=3, checkpoint_dir=str(tmp_path / "b"),
                            resume=True)
     assert not any("trained with" in str(w.message) for w in caught)  # same settings: no warning
-    a = load_checkpoint(checkpoint_path(tmp_path / "a", "toy"))
-    b = load_checkpoint(checkpoint_path(tmp_path / "b", "toy"))
+    a = load_checkpoint(checkpoint_path(tmp_path / "a", "toy", 0))
+    b = load_checkpoint(checkpoint_path(tmp_path / "b", "toy", 0))
     assert a["auroc_history"] == b["auroc_history"]
     assert torch.equal(a["test_scores"], b["test_scores"])
     assert all(torch.equal(a["flow"][k], b["flow"][k]) for k in a["flow"])
@@ -75,7 +76,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, toy_class):
 def test_same_seed_same_auroc_twice(tmp_path, toy_class):
     first = run_main(tmp_path, checkpoint_dir=str(tmp_path / "a"))
     second = run_main(tmp_path, checkpoint_dir=str(tmp_path / "b"))
-    a = load_checkpoint(checkpoint_path(tmp_path / "a", "toy"))
-    b = load_checkpoint(checkpoint_path(tmp_path / "b", "toy"))
+    a = load_checkpoint(checkpoint_path(tmp_path / "a", "toy", 0))
+    b = load_checkpoint(checkpoint_path(tmp_path / "b", "toy", 0))
     assert first["toy"]["auroc_last"] == second["toy"]["auroc_last"]
     assert torch.equal(a["test_scores"], b["test_scores"])

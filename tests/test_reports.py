@@ -13,12 +13,12 @@ from PIL import Image
 
 import harness.reports as reports
 import harness.figures as figures
-from conftest import tiny_args
+from conftest import tiny_args, train_toy
 from data import build_image_set, find_class_files
 from prepare.demo import DEFECTS, write_demo_class
 from localization import gradient_map
 from metrics import image_metrics, pixel_metrics
-from train import evaluation_generator, score_set, train_class
+from train import Trained, evaluation_generator, score_set
 from configurator import resolve_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -30,8 +30,8 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rep")
     write_demo_class(tmp / "data" / "toy", 0, size=64, n_train=24, n_test_good=6, n_test_bad=12)
     cfg = resolve_config(tiny_args(tmp, meta_epochs=2, sub_epochs=2, save_model=False))
-    model, state, _, _ = train_class(cfg, "toy", CPU, log=lambda *a: None)
-    return dict(tmp=tmp, cfg=cfg, model=model, threshold=state["threshold"])
+    run = train_toy(cfg, log=lambda *a: None)
+    return dict(tmp=tmp, cfg=cfg, model=run.model, threshold=run.state["threshold"])
 
 
 def copy_class(trained, tmp_path, name="toy"):
@@ -47,9 +47,11 @@ def report(trained, tmp_path, name="toy", **extra):
     test_set = build_image_set(paths, labels, masks, cfg["img_size"])
     scores = score_set(trained["model"], test_set.images, cfg, CPU, evaluation_generator(0, 0))
     state = {"test_scores": torch.from_numpy(scores), "threshold": trained["threshold"],
-             "auroc_history": [0.5, float(image_metrics(labels, scores)["auroc"])]}
+             "auroc_history": [0.5, float(image_metrics(labels, scores)["auroc"])],
+             "class_name": name}
     out = tmp_path / "results" / name
-    metrics = reports.class_reports(trained["model"], state, None, test_set, cfg, name, CPU, out)
+    run = Trained(trained["model"], None, None, state, None, test_set, False)
+    metrics = reports.class_reports(run, cfg, CPU, out)
     return metrics, state, test_set, scores, out
 
 

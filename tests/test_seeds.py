@@ -57,12 +57,29 @@ def test_resume_of_one_pair_does_not_retrain_the_others(tmp_path, toy_class, mon
     assert [r["status"] for r in rows] == ["ok", "ok"]
 
 
-def test_one_seed_keeps_the_flat_layout_and_table(tmp_path, toy_class):
+def test_one_seed_lives_in_its_seed_folder_and_its_table_has_no_std(tmp_path, toy_class):
     main.run(tiny_args(tmp_path, seeds=[3]))
-    assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy"))["config"]["seed"] == 3
+    assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 3))["config"]["seed"] == 3
     header = read_csv(tmp_path / "results" / "results.csv")[0].keys()
     assert "auroc_last_std" not in header and "seeds_ok" not in header
-    assert (tmp_path / "results" / "toy" / "auroc.png").is_file()
+    assert (tmp_path / "results" / "toy" / "seed3" / "auroc.png").is_file()
+
+
+def test_a_run_continues_only_its_own_seed_wherever_the_command_names_it(tmp_path, toy_class,
+                                                                        monkeypatch):
+    main.run(tiny_args(tmp_path))  # seeds = [0]
+    trained = []
+    real = train.train_meta_epoch
+
+    def counting(model, optimizer, generator, images, cfg, *args):
+        trained.append(cfg["seed"])
+        return real(model, optimizer, generator, images, cfg, *args)
+    monkeypatch.setattr(train, "train_meta_epoch", counting)
+    rows = main.run(tiny_args(tmp_path, seeds=[1], resume=True))
+    assert trained == [1, 1] and rows[0]["seed"] == 1  # seed 1 trained, not read from seed 0
+    trained.clear()
+    rows = main.run(tiny_args(tmp_path, seeds=[0, 1], resume=True))
+    assert trained == [] and [r["status"] for r in rows] == ["ok", "ok"]  # both read back
 
 
 def test_torchrun_two_processes_train_each_class_seed_pair_once(tmp_path):

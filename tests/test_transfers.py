@@ -1,6 +1,6 @@
 """What the data path moves to the device: every uint8 image crosses through data.to_device,
-each distinct image at most once per training step or scoring batch (issue 11). Counted on the
-CPU, where the same code runs with the device being the CPU."""
+each distinct image at most once per training step or scoring batch. Counted on the CPU, where
+the same code runs with the device being the CPU."""
 import math
 
 import numpy as np
@@ -10,17 +10,17 @@ import torch
 import data
 import localization
 from data import make_batch
-from model import anomaly_score, load_alexnet_features, nll_loss
-from train import (build_model, embed_in_chunks, finite_mean, images_for, make_optimizer,
-                   score_images, train_one_epoch, NonFiniteLossError)
+from model import Speed, anomaly_score, load_alexnet_features, nll_loss
+from train import (NonFiniteLossError, TrainStep, build_model, finite_mean, images_for,
+                   make_optimizer, score_images, train_one_epoch)
 
 CPU = torch.device("cpu")
 ARCH = dict(n_scales=1, n_coupling_blocks=2, fc_internal=32, dropout=0.0, clamp_alpha=3.0)
 
 
-def tiny_model(seed=0):
+def tiny_model(backbone_batch=64, seed=0):
     torch.manual_seed(seed)
-    model = build_model(ARCH, load_alexnet_features(False))
+    model = build_model(ARCH, load_alexnet_features(False), Speed(backbone_batch=backbone_batch))
     return model, make_optimizer(model.flow, 2e-4, (0.8, 0.8), 1e-4, 1e-5)
 
 
@@ -44,30 +44,30 @@ def moved(monkeypatch):
 
 
 def test_a_training_step_moves_each_of_its_images_once(moved):
-    model, optimizer = tiny_model()
-    train_one_epoch(model, optimizer, random_images(11), batch_size=4, n_transforms=3, device=CPU,
-                    generator=torch.Generator().manual_seed(0), backbone_batch=5)
+    model, optimizer = tiny_model(backbone_batch=5)
+    train_one_epoch(model, optimizer, random_images(11), TrainStep(batch_size=4, n_transforms=3),
+                    CPU, torch.Generator().manual_seed(0))
     # 3 steps of 4, 4 and 3 distinct images; the 3 rotated copies of each are made on the device
     assert moved == [4, 4, 3]
 
 
 def test_a_scoring_batch_moves_only_its_distinct_images(moved):
-    model, _ = tiny_model()
+    model, _ = tiny_model(backbone_batch=6)
     angles = torch.empty(5, 4).uniform_(-180, 180, generator=torch.Generator().manual_seed(1))
-    score_images(model, random_images(5), angles, CPU, backbone_batch=6)
+    score_images(model, random_images(5), angles, CPU)
     # batches of 6 (image, rotation) pairs: images {0,1}, {1,2}, {3,4}, {4}
     assert moved == [2, 2, 2, 1]
 
 
 def test_a_gradient_map_moves_its_image_once(moved):
-    model, _ = tiny_model()
-    localization.gradient_map(model, random_images(1)[0], 8, CPU, chunk=3)
+    model, _ = tiny_model(backbone_batch=3)
+    localization.gradient_map(model, random_images(1)[0], 8, CPU)
     assert moved == [1]
 
 
 @torch.no_grad()
-def old_scores(model, images, angles, backbone_batch):
-    """Scoring as before issue 11: the batch's repeated copies gathered first, then moved."""
+def reference_scores(model, images, angles, backbone_batch):
+    """Scoring written the plain way: each batch's repeated copies gathered, then moved."""
     n, t = angles.shape
     image_index = torch.arange(n).repeat_interleave(t)
     flat_angles, scores = angles.reshape(-1), torch.empty(n * t)
@@ -78,39 +78,41 @@ def old_scores(model, images, angles, backbone_batch):
     return scores.view(n, t).mean(dim=1).numpy()
 
 
-def test_scores_equal_those_of_the_old_batching_bit_for_bit():
-    model, _ = tiny_model()
+def test_scores_equal_the_plain_batching_bit_for_bit():
+    model, _ = tiny_model(backbone_batch=6)
     images = random_images(5)
     angles = torch.empty(5, 4).uniform_(-180, 180, generator=torch.Generator().manual_seed(1))
-    new = score_images(model, images, angles, CPU, backbone_batch=6)
-    np.testing.assert_array_equal(new, old_scores(model.eval(), images, angles, 6))
+    new = score_images(model, images, angles, CPU)
+    np.testing.assert_array_equal(new, reference_scores(model.eval(), images, angles, 6))
 
 
-def old_epoch(model, optimizer, images, batch_size, n_transforms, generator, jitter, chunk):
-    """A training epoch as before issue 11, with its generator draws in the same order."""
+def reference_epoch(model, images, step, generator, chunk):
+    """A training epoch written the plain way (all copies gathered before any move), with the
+    generator draws in the same order; the optimizer steps during backward."""
     model.train()
     order = torch.randperm(len(images), generator=generator)
     losses = []
-    for start in range(0, len(order), batch_size):
-        batch = images[order[start:start + batch_size]].repeat_interleave(n_transforms, dim=0)
+    for start in range(0, len(order), step.batch_size):
+        batch = images[order[start:start + step.batch_size]].repeat_interleave(step.n_transforms,
+                                                                               dim=0)
         angles = torch.empty(len(batch)).uniform_(-180.0, 180.0, generator=generator)
-        feats = embed_in_chunks(model, batch, angles, CPU, jitter, generator, False, False, chunk)
+        feats = torch.cat([model.embed(make_batch(batch[i:i + chunk], angles[i:i + chunk], CPU,
+                                                  step.jitter, generator))
+                           for i in range(0, len(batch), chunk)])
         loss = nll_loss(*model.flow(feats))
         loss.backward()
         losses.append(loss.item())
     return float(np.mean(losses))
 
 
-def test_training_equals_the_old_batching_bit_for_bit():
-    images, jitter = random_images(11), (0.2, 0.1, 0.1)
-    model, optimizer = tiny_model()
-    new = train_one_epoch(model, optimizer, images, 4, 3, CPU, torch.Generator().manual_seed(0),
-                          jitter=jitter, backbone_batch=5)
-    old_model, old_optimizer = tiny_model()
-    old = old_epoch(old_model, old_optimizer, images, 4, 3, torch.Generator().manual_seed(0),
-                    jitter, 5)
-    assert new == old
-    for a, b in zip(model.flow.parameters(), old_model.flow.parameters()):
+def test_training_equals_the_plain_batching_bit_for_bit():
+    images, step = random_images(11), TrainStep(4, 3, jitter=(0.2, 0.1, 0.1))
+    model, optimizer = tiny_model(backbone_batch=5)
+    new = train_one_epoch(model, optimizer, images, step, CPU, torch.Generator().manual_seed(0))
+    plain_model, _plain_optimizer = tiny_model(backbone_batch=5)
+    plain = reference_epoch(plain_model, images, step, torch.Generator().manual_seed(0), 5)
+    assert new == plain
+    for a, b in zip(model.flow.parameters(), plain_model.flow.parameters()):
         assert torch.equal(a, b)
 
 

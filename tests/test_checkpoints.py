@@ -1,0 +1,128 @@
+"""Checkpoints: written in the background and once at the end, never read back during a run,
+complete after an interrupt, and checked (seed, damage, evaluation settings, old layout)."""
+import os
+import time
+
+import pytest
+import torch
+
+import checkpoints
+import main
+import train
+from checkpoints import checkpoint_path, legacy_checkpoint_path, load_checkpoint
+from conftest import tiny_args
+
+
+def ckpt_of(tmp_path, folder="ckpt", seed=0):
+    return checkpoint_path(tmp_path / folder, "toy", seed)
+
+
+@pytest.mark.slow
+def test_a_run_writes_each_epoch_once_and_reads_nothing_back(tmp_path, toy_class, monkeypatch):
+    saved, loaded = [], []
+    real_save, real_load = checkpoints.torch.save, checkpoints.torch.load
+    monkeypatch.setattr(checkpoints.torch, "save",
+                        lambda obj, f: (saved.append(obj["epoch"]), real_save(obj, f)))
+    monkeypatch.setattr(checkpoints.torch, "load",
+                        lambda *a, **k: (loaded.append(a), real_load(*a, **k))[1])
+    main.run(tiny_args(tmp_path, meta_epochs=3))
+    assert saved == [1, 2, 3] and loaded == []  # the last one carries the metrics already
+    state = load_checkpoint(ckpt_of(tmp_path))
+    assert state["epoch"] == 3 and {"pixel_auroc", "aupro", "f1_max"} <= set(state["metrics"])
+    saved.clear()
+    main.run(tiny_args(tmp_path, meta_epochs=3, resume=True))  # read back: nothing to rewrite
+    assert saved == [] and len(loaded) == 2  # the check up front (mmap) and the resume
+
+
+@pytest.mark.slow
+def test_an_interrupt_during_a_write_resumes_to_the_uninterrupted_result(tmp_path, toy_class,
+                                                                          monkeypatch, capsys):
+    real_save, real_evaluate = checkpoints.torch.save, train.evaluate_epoch
+
+    def slow_save(obj, f):
+        time.sleep(1.5)  # the write of epoch 1 is still in flight when epoch 2 is interrupted
+        real_save(obj, f)
+
+    def interrupt_in_epoch_2(model, images, labels, cfg, epoch, progress):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_evaluate(model, images, labels, cfg, epoch, progress)
+    with monkeypatch.context() as m:
+        m.setattr(checkpoints.torch, "save", slow_save)
+        m.setattr(train, "evaluate_epoch", interrupt_in_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            main.run(tiny_args(tmp_path, meta_epochs=3))
+    assert "the last good checkpoint" in capsys.readouterr().out
+    assert load_checkpoint(ckpt_of(tmp_path))["epoch"] == 1  # complete, not torn
+    assert [p for p in os.listdir(os.path.dirname(ckpt_of(tmp_path)))] == ["checkpoint.pt"]
+    main.run(tiny_args(tmp_path, meta_epochs=3, resume=True))
+    main.run(tiny_args(tmp_path, meta_epochs=3, checkpoint_dir=str(tmp_path / "whole")))
+    resumed, whole = load_checkpoint(ckpt_of(tmp_path)), load_checkpoint(ckpt_of(tmp_path, "whole"))
+    assert resumed["auroc_history"] == whole["auroc_history"]
+    assert torch.equal(resumed["test_scores"], whole["test_scores"])
+    for key in whole["flow"]:
+        assert torch.equal(resumed["flow"][key], whole["flow"][key])
+
+
+def test_the_writer_snapshot_is_a_copy_and_its_error_reaches_the_caller(tmp_path):
+    weights = {"w": torch.zeros(3)}
+    writer = checkpoints.CheckpointWriter(str(tmp_path / "c.pt"))
+    writer.submit(lambda: checkpoints.host_copy({"epoch": 1, **weights}), 1)
+    weights["w"] += 1  # training goes on while the write is in flight
+    writer.wait()
+    assert torch.equal(torch.load(tmp_path / "c.pt")["w"], torch.zeros(3))
+    assert writer.on_disk_epoch == 1 and writer.writes[0]["bytes"] > 0
+    blocked = checkpoints.CheckpointWriter(str(tmp_path / "missing" / "\0bad" / "c.pt"))
+    blocked.submit(lambda: {"epoch": 2}, 2)
+    with pytest.raises((OSError, ValueError)):
+        blocked.wait()
+
+
+@pytest.mark.slow
+def test_a_full_disk_inside_torchs_zip_writer_names_the_file_and_setting(tmp_path, toy_class,
+                                                                         monkeypatch):
+    main.run(tiny_args(tmp_path, meta_epochs=1))
+    before = open(ckpt_of(tmp_path), "rb").read()
+
+    def zip_writer_full(obj, f):
+        with open(f, "wb") as out:
+            out.write(b"PK\x03\x04partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 12")
+    monkeypatch.setattr(checkpoints.torch, "save", zip_writer_full)
+    rows = main.run(tiny_args(tmp_path, meta_epochs=2, resume=True))
+    status = rows[0]["status"]
+    assert status.startswith(f"failed: cannot write '{ckpt_of(tmp_path)}'")
+    assert "the disk may be full" in status
+    assert open(ckpt_of(tmp_path), "rb").read() == before
+
+
+def test_a_truncated_checkpoint_is_called_damaged(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"flow": {"w": torch.zeros(1000)}, "config": {}, "class_name": "toy"}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match="damaged or incomplete.*delete it"):
+        load_checkpoint(path)
+    other = tmp_path / "notes.pt"
+    other.write_bytes(b"just text")
+    with pytest.raises(ValueError, match="is not a DifferNet checkpoint"):
+        load_checkpoint(other)
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_not_read_back_with_other_evaluation_settings(tmp_path, toy_class,
+                                                                         capsys):
+    main.run(tiny_args(tmp_path))
+    for setting in ("--threshold_percentile=10", "--n_transforms_test=8"):
+        assert main.main(tiny_args(tmp_path, resume=True) + [setting]) == 1
+        err = capsys.readouterr().err
+        assert "was evaluated with other settings" in err and setting[2:].split("=")[0] in err
+
+
+def test_a_checkpoint_of_the_old_flat_layout_is_named_with_where_it_belongs(tmp_path, toy_class,
+                                                                           capsys):
+    old = legacy_checkpoint_path(str(tmp_path / "ckpt"), "toy")
+    os.makedirs(os.path.dirname(old))
+    torch.save({"flow": {}, "config": {"seed": 0}, "class_name": "toy"}, old)
+    assert main.main(tiny_args(tmp_path, resume=True)) == 1
+    err = capsys.readouterr().err
+    assert "layout of an earlier version" in err and "seed<k>" in err
