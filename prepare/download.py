@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from prepare.common import HASH_CHUNK, PrepareError
 
-TIMEOUT_S = 30
+TIMEOUT_S = 30  # seconds without data before an attempt counts as failed
 RETRIES = 5
-BACKOFF_S = 2.0  # waits 2, 4, 8, ... seconds between attempts
+BACKOFF_S = 2.0  # waits 2, 4, 8, ... seconds between attempts (read at call time)
 
 
 class Interrupted(Exception):
@@ -98,8 +98,9 @@ def stream(response, part, offset, digest, bar):
     return offset + received
 
 
-def attempt(url, part, bar, timeout):
-    """One request: resume from part's size when the server honours Range, else start over."""
+def attempt(url, part, bars, name, timeout):
+    """One request: resume from part's size when the server honours Range, else start over.
+    The progress bar appears with the first answer (offline, there is only the error line)."""
     offset = part.stat().st_size if part.exists() else 0
     response = open_range(url, offset, timeout)
     with response:
@@ -107,37 +108,45 @@ def attempt(url, part, bar, timeout):
             offset = 0  # the server ignored Range: the body is the whole file
         digest = sha256_of(part) if offset else hashlib.sha256()
         total = response.headers.get("Content-Length")
-        bar.reset(total=offset + int(total) if total else None)
-        bar.update(offset)
-        return stream(response, part, offset, digest, bar), digest.hexdigest()
+        if not bars:
+            bars.append(tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=name))
+        bars[0].reset(total=offset + int(total) if total else None)
+        bars[0].update(offset)
+        return stream(response, part, offset, digest, bars[0]), digest.hexdigest()
+
+
+def download_with_retries(url, part, name):
+    """(bytes, sha256) of the complete part file; retried with back-off, resuming each time."""
+    reason, bars = None, []
+    try:
+        for n in range(RETRIES):
+            if n:
+                time.sleep(BACKOFF_S * 2 ** (n - 1))
+            try:
+                return attempt(url, part, bars, name, TIMEOUT_S)
+            except urllib.error.HTTPError as e:
+                if e.code != 416:
+                    raise PrepareError(f"cannot download {url}: HTTP {e.code} {e.reason}; "
+                                       f"download {name} another way and pass --archive FILE"
+                                       ) from None
+                part.unlink(missing_ok=True)  # asked for bytes past the end: not a prefix
+                reason = "HTTP 416"
+            except (Interrupted, urllib.error.URLError, OSError) as e:
+                reason = getattr(e, "reason", None) or e
+    finally:
+        for bar in bars:
+            bar.close()
+    raise PrepareError(f"cannot reach {url} ({reason}) after {RETRIES} attempts; download "
+                       f"{name} another way and pass --archive FILE")
 
 
 def fetch(url, dest, sha256, size=None):
-    """Download url to dest via dest.part, verified; retried with back-off; returns dest."""
-    timeout, retries, backoff = TIMEOUT_S, RETRIES, BACKOFF_S  # read at call time: tests set them
+    """Download url to dest via dest.part and verify it; returns dest. A mismatch removes the
+    part file: nothing unverified stays where a later run would find it."""
     check_url(url)
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
-    reason = None
-    with tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name) as bar:
-        for n in range(retries):
-            if n:
-                time.sleep(backoff * 2 ** (n - 1))
-            try:
-                got, actual = attempt(url, part, bar, timeout)
-                break
-            except urllib.error.HTTPError as e:
-                if e.code == 416:  # asked for bytes past the end: the .part is not a prefix
-                    part.unlink(missing_ok=True)
-                    reason = "HTTP 416"
-                    continue
-                raise PrepareError(f"cannot download {url}: HTTP {e.code} {e.reason}; download "
-                                   f"{dest.name} another way and pass --archive FILE") from None
-            except (Interrupted, urllib.error.URLError, OSError) as e:
-                reason = getattr(e, "reason", None) or e
-        else:
-            raise PrepareError(f"cannot reach {url} ({reason}) after {retries} attempts; download "
-                               f"{dest.name} another way and pass --archive FILE")
+    got, actual = download_with_retries(url, part, dest.name)
     if (sha256 is not None and actual != sha256) or (size is not None and got != size):
         part.unlink()
         raise PrepareError(f"downloaded {dest.name} does not match: SHA-256 {actual}, {got} bytes; "

@@ -127,10 +127,16 @@ def record_extraction(work, identity):
     (work / EXTRACTED).write_text(json.dumps({"identity": identity, "files": files}, indent=1))
 
 
+def is_zip(archive):
+    """By its first bytes, so that a truncated ZIP (no central directory) is still called one."""
+    with open(archive, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def unpack(archive, work, expected_bytes):
     limit = BOMB_FACTOR * expected_bytes
     try:
-        if zipfile.is_zipfile(archive):
+        if is_zip(archive):
             extract_zip(archive, work, limit)
         else:
             extract_tar(archive, work, limit)
@@ -138,7 +144,8 @@ def unpack(archive, work, expected_bytes):
         raise PrepareError(f"refused a member of '{archive}': {e}") from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, lzma.LZMAError,
             zlib.error) as e:
-        raise PrepareError(f"cannot extract '{archive}': {e}; the archive is damaged or "
+        reason = (str(e).splitlines() or [repr(e)])[0].rstrip(":")
+        raise PrepareError(f"cannot extract '{archive}': {reason}; the archive is damaged or "
                            f"incomplete: delete it and run again") from None
 
 
