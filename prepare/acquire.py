@@ -106,7 +106,13 @@ def obtain(archive, args, target, out, is_top, check=None, prepared_bytes=0):
     else:
         source = downloaded_archive(archive, args, out, prepared_bytes)
     print(f"extracting {source} into {target}")
-    kept = extract(source, target, archive.unpacked_bytes, is_top, key, check)
+    try:
+        kept = extract(source, target, archive.unpacked_bytes, is_top, key, check)
+    except PrepareError as e:
+        if args.archive or args.sha256:
+            raise
+        source.unlink()  # verified only by its content, which failed: a later run must not reuse it
+        raise PrepareError(f"{e}; the downloaded {source.name} was removed") from None
     if kept:
         print(f"note: kept {len(kept)} file(s) in {target} that the last extraction did not "
               f"write: {', '.join(kept[:5])}")
