@@ -232,7 +232,11 @@ def build_class(out, name, settings, build, script):
                              read_marker(work))
     if final.exists():  # ours but damaged or stale; unlinking never touches the raw files
         old = read_marker(final) or {"files": {}}
-        replace_tree(final, work, set(old["files"]) | {MARKER})
+        kept = replace_tree(final, work, set(old["files"]) | {MARKER})
+        renamed = [k for k in kept if k.endswith(".kept")]
+        if renamed:
+            print(f"note: {name}: the rebuild writes files of the same name as yours; yours are "
+                  f"kept as {', '.join(renamed)}")
     else:
         os.replace(work, final)
     return "written"
