@@ -92,6 +92,7 @@ def obtain(archive, args, target, out, is_top, check=None, prepared_bytes=0):
     target = Path(target)
     key = identity_of(archive, args.sha256)
     if target.exists() and extraction_damage(target, key) is None:
+        print(f"{archive.name}: the extracted archive in {target} is intact; nothing to download")
         return target
     if target.exists() and read_extracted(target) is None and any(target.iterdir()):
         raise PrepareError(f"'{target}' exists but was not extracted by this script; move it "

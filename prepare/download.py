@@ -107,11 +107,14 @@ def attempt(url, part, bars, name, timeout):
         if offset and response.status != 206:
             offset = 0  # the server ignored Range: the body is the whole file
         digest = sha256_of(part) if offset else hashlib.sha256()
-        total = response.headers.get("Content-Length")
-        if not bars:
-            bars.append(tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=name))
-        bars[0].reset(total=offset + int(total) if total else None)
-        bars[0].update(offset)
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length else None
+        if bars:
+            bars[0].reset(total=total)
+            bars[0].update(offset)
+        else:
+            bars.append(tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+                             unit_divisor=1024, desc=name))
         return stream(response, part, offset, digest, bars[0]), digest.hexdigest()
 
 
