@@ -20,7 +20,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from prepare.acquire import add_source_options, obtain
+from prepare.acquire import add_source_options, check_one_source, obtain
 from prepare.archives import MTD
 from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class, check_apart,
                             check_out_writable, file_digest, place_file, read_lines, run)
@@ -175,6 +175,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     def call():
+        check_one_source(args, "--mtd_root")
         root = args.mtd_root or obtain(MTD, args, Path(args.download_dir) / "MTD", args.out,
                                        is_mtd_top, check_download, MTD.unpacked_bytes)
         prepare(root, args.out, args.link, args.train_list)

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from prepare.acquire import add_source_options, obtain
+from prepare.acquire import add_source_options, check_one_source, obtain
 from prepare.archives import MVTEC
 from prepare.common import PrepareError, run
 from prepare.extract import read_extracted
@@ -51,6 +51,7 @@ def check_tree(root, option):
 
 
 def prepare(args):
+    check_one_source(args, "--mvtec_root")
     if args.mvtec_root:
         check_tree(args.mvtec_root, "--mvtec_root")
         print(f"no preparation needed: python main.py presets/mvtec.py "

@@ -24,7 +24,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from prepare.acquire import add_source_options, obtain
+from prepare.acquire import add_source_options, check_one_source, obtain
 from prepare.archives import VISA
 from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class, check_apart,
                             check_out_writable, file_digest, inside_root, place_file, run,
@@ -280,6 +280,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     def call():
+        check_one_source(args, "--visa_root")
         root = args.visa_root or obtain(VISA, args, Path(args.download_dir) / "VisA", args.out,
                                         is_visa_top, prepared_bytes=VISA.unpacked_bytes)
         prepare(root, args.out, args.classes, args.split_csv, args.link)

@@ -5,7 +5,7 @@ touching the archive again."""
 import os
 from pathlib import Path
 
-from prepare.common import PrepareError, file_digest
+from prepare.common import PrepareError, check_apart, file_digest
 from prepare.download import check_free_space, check_identity, check_url, fetch
 from prepare.extract import extraction_damage, extract, read_extracted
 
@@ -36,9 +36,21 @@ def add_source_options(parser, archive):
                         help="False: delete the downloaded archive after a verified extraction")
 
 
+def check_one_source(args, root_option):
+    """A folder given with --*_root is used as it is; an --archive beside it would be ignored."""
+    if getattr(args, root_option.lstrip("-")) and args.archive:
+        raise PrepareError(f"give either {root_option} (an extracted folder) or --archive (the "
+                           f"archive file), not both")
+
+
 def identity_of(archive, sha256):
     """What an extraction is recorded as coming from: the archive's hash, or the manifest's."""
     return f"sha256:{sha256}" if sha256 else f"manifest:{file_digest(archive.manifest)}"
+
+
+def expected_size(archive, sha256):
+    """The published size goes with the published hash only (a mirror's copy may differ)."""
+    return archive.size if sha256 == archive.sha256 else None
 
 
 def same_disk(a, b):
@@ -73,8 +85,8 @@ def downloaded_archive(archive, args, out, prepared_bytes):
     path = Path(args.download_dir) / archive.filename
     if path.is_file() and args.sha256:
         try:
-            check_identity(path, args.sha256, archive.size if args.sha256 == archive.sha256
-                           else None, f"'{path}'")
+            check_identity(path, args.sha256, expected_size(archive, args.sha256),
+                           f"'{path}'")
             check_space(archive, args.download_dir, out, False, prepared_bytes)
             return path
         except PrepareError as e:
@@ -82,14 +94,16 @@ def downloaded_archive(archive, args, out, prepared_bytes):
             path.unlink()
     check_space(archive, args.download_dir, out, True, prepared_bytes)
     print(f"downloading {archive.name} ({archive.licence}) from {args.url} into {path}")
-    return fetch(args.url, path, args.sha256,
-                 archive.size if args.sha256 == archive.sha256 else None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return fetch(args.url, path, args.sha256, expected_size(archive, args.sha256))
 
 
 def obtain(archive, args, target, out, is_top, check=None, prepared_bytes=0):
     """The extracted, verified tree at target: intact from an earlier run, else extracted from
     --archive or from the (downloaded) archive. check(folder) vets the extracted content."""
     target = Path(target)
+    if Path(out).resolve() != target.resolve():
+        check_apart(out, target, "the extraction folder")  # before anything is downloaded
     key = identity_of(archive, args.sha256)
     if target.exists() and extraction_damage(target, key) is None:
         print(f"{archive.name}: the extracted archive in {target} is intact; nothing to download")
@@ -99,10 +113,8 @@ def obtain(archive, args, target, out, is_top, check=None, prepared_bytes=0):
                            f"away or choose another --download_dir")
     if target.exists():
         print(f"{target}: extracting again ({extraction_damage(target, key)})")
-    Path(args.download_dir).mkdir(parents=True, exist_ok=True)
     if args.archive:
-        source = user_archive(args.archive, args.sha256, archive.size
-                              if args.sha256 == archive.sha256 else None)
+        source = user_archive(args.archive, args.sha256, expected_size(archive, args.sha256))
         check_space(archive, args.download_dir, out, False, prepared_bytes)
     else:
         source = downloaded_archive(archive, args, out, prepared_bytes)

@@ -47,7 +47,7 @@ def check_tar_member(member):
     # a hard link's target is named from the archive's top, a symlink's from its own folder
     link = None if not (member.issym() or member.islnk()) else member.linkname
     where = "x" if member.islnk() else member.name
-    reason = unsafe_reason(member.name) or (unsafe_reason(where, link) if link is not None else None)
+    reason = unsafe_reason(member.name) or (None if link is None else unsafe_reason(where, link))
     if reason:
         raise PrepareError(f"refused member '{member.name}': {reason}")
 

@@ -148,3 +148,13 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(prepare_visa, "obtain", interrupted)
     assert prepare_visa.main(["--out", str(tmp_path / "visa")]) == 130
     assert capsys.readouterr().err == "interrupted; run the same command again to continue\n"
+
+
+def test_out_holding_the_download_folder_is_refused_before_downloading(served, tmp_path, capsys):
+    data, sha = served
+    with Loopback({"/VisA_20220922.tar": data}) as server:
+        code = prepare_visa.main(["--url", server.url("/VisA_20220922.tar"), "--sha256", sha,
+                                  "--out", str(tmp_path / "data"),
+                                  "--download_dir", str(tmp_path / "data" / "downloads")])
+    assert code == 1 and server.requests == []
+    assert "overlap" in capsys.readouterr().err and not (tmp_path / "data").exists()

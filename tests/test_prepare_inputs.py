@@ -80,7 +80,7 @@ def test_mtd_train_list_names_only_plain_file_names(tmp_path, name):
 def test_manifest_row_leaving_the_root_is_refused(tmp_path, path):
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"path,bytes,sha256\nMT_Free/a.jpg,1,{'a' * 64}\n{path},1,{'b' * 64}\n")
-    with pytest.raises(PrepareError, match=rf"manifest '.*m.csv', line 3: the path"):
+    with pytest.raises(PrepareError, match=r"manifest '.*m.csv', line 3: the path"):
         read_manifest(manifest)
 
 

@@ -93,3 +93,12 @@ def test_demo_class_folder_has_the_usual_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "data" / "toy").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("script, root", [(prepare_mtd, "--mtd_root"),
+                                          (prepare_mvtec, "--mvtec_root"),
+                                          (prepare_visa, "--visa_root")])
+def test_a_folder_and_an_archive_together_are_refused(tmp_path, capsys, script, root):
+    assert script.main([root, str(tmp_path), "--archive", str(tmp_path / "a.tar"),
+                        "--out", str(tmp_path / "out")]) == 1
+    assert f"give either {root}" in capsys.readouterr().err and not (tmp_path / "out").exists()
