@@ -52,14 +52,31 @@ def check_tar_member(member):
         raise PrepareError(f"refused member '{member.name}': {reason}")
 
 
+def drop_unsafe_modes(folder):
+    """What the 'data' filter does to permissions, for Pythons that lack it: no setuid/setgid/
+    sticky bits, no group/other write."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) & 0o755 | stat.S_IRUSR |
+                         stat.S_IWUSR)
+
+
 def extract_tar(archive, work, limit):
     written = 0
+    has_filter = hasattr(tarfile, "data_filter")
     with tarfile.open(archive, "r:*") as tar:
         for member in tar:  # streamed: a bomb is stopped before its later members are read
             check_tar_member(member)
             written += member.size
             check_limit(written, limit, archive)
-            tar.extract(member, work, filter="data")
+            if has_filter:
+                tar.extract(member, work, filter="data")
+            else:
+                tar.extract(member, work, set_attrs=not member.isdir())
+    if not has_filter:
+        drop_unsafe_modes(work)
 
 
 def extract_zip(archive, work, limit):

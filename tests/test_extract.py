@@ -75,6 +75,14 @@ def test_permissions_from_the_archive_are_not_trusted(tmp_path):
     assert not mode & (stat.S_ISUID | stat.S_ISGID | stat.S_IWOTH | stat.S_IWGRP)
 
 
+def test_permissions_are_cleaned_where_tarfile_has_no_data_filter(tmp_path, monkeypatch):
+    monkeypatch.delattr(tarfile, "data_filter")
+    archive = make_tar(tmp_path / "a.tar", [("data/run", {"data": b"#!", "mode": 0o4777})])
+    target = tmp_path / "raw"
+    extract(archive, target, 10_000, is_top, "id")
+    assert (target / "data" / "run").stat().st_mode & 0o7777 == 0o755
+
+
 def test_tar_bomb_stops_before_writing_it_all(tmp_path):
     archive = tmp_path / "bomb.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
