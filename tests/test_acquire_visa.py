@@ -13,6 +13,10 @@ from prepare import download
 from prepare.archives import VISA
 from test_prepare_visa import make_raw_visa
 
+# the test archives' hashes are not the official one; a small expected size keeps the
+# tar-bomb limit tight and the free-space check within any test machine's disk
+SMALL_VISA = dataclasses.replace(VISA, size=None, unpacked_bytes=2_000_000)
+
 
 def build_tar(src, path, wrap=None):
     """src's content as a tar, at its top or inside one folder named wrap."""
@@ -24,10 +28,9 @@ def build_tar(src, path, wrap=None):
 
 @pytest.fixture
 def served(tmp_path, monkeypatch):
-    """A fake VisA tar (class folders and split_csv/ at the top) and its hash; no back-off, a
-    small expected size (the tar-bomb limit and the free-space figure follow it)."""
+    """A fake VisA tar (class folders and split_csv/ at the top) and its hash; no back-off."""
     monkeypatch.setattr(download, "BACKOFF_S", 0)
-    monkeypatch.setattr(prepare_visa, "VISA", dataclasses.replace(VISA, unpacked_bytes=2_000_000))
+    monkeypatch.setattr(prepare_visa, "VISA", SMALL_VISA)
     data = build_tar(make_raw_visa(tmp_path / "src" / "VisA"), tmp_path / "src" / "visa.tar")
     return data, hashlib.sha256(data).hexdigest()
 
@@ -70,7 +73,7 @@ def test_damaged_class_is_rebuilt_without_downloading_again(served, tmp_path):
 
 
 def test_wrapped_archive_and_keep_archive_false(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare_visa, "VISA", dataclasses.replace(VISA, unpacked_bytes=2_000_000))
+    monkeypatch.setattr(prepare_visa, "VISA", SMALL_VISA)
     data = build_tar(make_raw_visa(tmp_path / "src" / "VisA"), tmp_path / "src" / "v.tar",
                      wrap="VisA_20220922")
     with Loopback({"/VisA_20220922.tar": data}) as server:
@@ -116,7 +119,7 @@ def test_archive_option_with_the_right_file_prepares(served, tmp_path):
 
 
 def test_malicious_archive_writes_nothing_outside(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(prepare_visa, "VISA", dataclasses.replace(VISA, unpacked_bytes=2_000_000))
+    monkeypatch.setattr(prepare_visa, "VISA", SMALL_VISA)
     path = tmp_path / "evil.tar"
     with tarfile.open(path, "w") as tar:
         (tmp_path / "split_csv").mkdir()
