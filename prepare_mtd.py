@@ -1,7 +1,12 @@
 """Turn the Magnetic Tile Defects download into one class 'mtd' in the per-class layout.
 
-    python prepare_mtd.py --mtd_root PATH/TO/Magnetic-tile-defect-datasets. [--out data/mtd]
-                          [--link copy|hardlink] [--train_list FILE]
+    python prepare_mtd.py [--out data/mtd] [--link copy|hardlink] [--train_list FILE]
+                          [--mtd_root PATH/TO/Magnetic-tile-defect-datasets. | --archive ZIP |
+                           --download_dir data/downloads --url URL]
+
+Without --mtd_root or --archive it downloads GitHub's ZIP of the dataset's last commit into
+--download_dir, extracts it there and checks every file against splits/mtd_manifest.csv
+(path, size, SHA-256) before preparing; a second run finds it all intact and does nothing.
 
 The DifferNet paper's split: the 761 defect-free images listed in
 splits/mtd_train_filenames.txt go to mtd/train/good, every other MT_Free image
@@ -15,8 +20,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class,
-                            check_out_writable, file_digest, place_file, run)
+from prepare.acquire import add_source_options, check_one_source, obtain
+from prepare.archives import MTD
+from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class, check_apart,
+                            check_out_writable, file_digest, place_file, read_lines, run)
+from prepare.manifest import check_against_manifest
 
 CLASS_NAME = "mtd"
 FREE = "MT_Free"
@@ -48,10 +56,11 @@ def check_root(mtd_root):
 
 def read_train_list(path):
     """The defect-free training images' file names: unique, one per line."""
-    try:
-        names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise PrepareError(f"cannot read train list '{path}': {e}") from None
+    names = read_lines(path, "train list")
+    for line, name in enumerate(names, 1):
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise PrepareError(f"train list '{path}': '{name}' is not a plain file name (entry "
+                               f"{line}); it names images of MT_Free/Imgs only")
     repeated = sorted(n for n, count in Counter(names).items() if count > 1)
     if repeated:
         raise PrepareError(f"train list '{path}' repeats {repeated[0]}")
@@ -125,8 +134,18 @@ def report_counts(train, test_good, defects):
           f"test defective {sum(len(p) for p in defects.values())} ({bad})")
 
 
+def is_mtd_top(folder):
+    return (Path(folder) / FREE).is_dir()
+
+
+def check_download(folder):
+    """The extracted GitHub archive, file by file against the shipped manifest."""
+    check_against_manifest(folder, MTD.manifest, (FREE, *DEFECTS))
+
+
 def prepare(mtd_root, out, link="copy", train_list=None):
     check_root(mtd_root)
+    check_apart(out, mtd_root, "--mtd_root")
     out = check_out_writable(out)
     train_list = Path(train_list or TRAIN_LIST)
     train, test_good = split_free(mtd_root, read_train_list(train_list), train_list)
@@ -146,14 +165,21 @@ def prepare(mtd_root, out, link="copy", train_list=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mtd_root", required=True,
-                        help="extracted MTD folder (holds MT_Free, MT_Blowhole, ...)")
+    parser.add_argument("--mtd_root", help="extracted MTD folder (holds MT_Free, MT_Blowhole, "
+                                           "...), used as is; default: download (or --archive)")
     parser.add_argument("--out", default="data/mtd", help="prepared tree (config.dataset_path)")
     parser.add_argument("--train_list", help="defect-free training file names "
                                              "(default: splits/mtd_train_filenames.txt)")
     add_link_option(parser)
+    add_source_options(parser, MTD)
     args = parser.parse_args(argv)
-    return run(lambda: prepare(args.mtd_root, args.out, args.link, args.train_list))
+
+    def call():
+        check_one_source(args, "--mtd_root")
+        root = args.mtd_root or obtain(MTD, args, Path(args.download_dir) / "MTD", args.out,
+                                       is_mtd_top, check_download, MTD.unpacked_bytes)
+        prepare(root, args.out, args.link, args.train_list)
+    return run(call)
 
 
 if __name__ == "__main__":

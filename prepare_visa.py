@@ -1,7 +1,13 @@
 """Turn the official VisA download into the per-class layout DifferNet reads, by the 1cls split.
 
-    python prepare_visa.py --visa_root PATH/TO/VisA [--out data/visa] [--classes candle pcb1]
-                           [--link copy|hardlink] [--split_csv FILE]
+    python prepare_visa.py [--out data/visa] [--classes candle pcb1] [--link copy|hardlink]
+                           [--split_csv FILE]
+                           [--visa_root PATH/TO/VisA | --archive VisA_20220922.tar |
+                            --download_dir data/downloads --url URL --sha256 HASH]
+
+Without --visa_root or --archive it downloads VisA_20220922.tar (1.9 GB) into
+--download_dir, checks its SHA-256, extracts it there (safely: see prepare/extract.py)
+and prepares from that; a second run finds it all intact and does nothing.
 
 Writes CLASS/train/good, CLASS/test/good, CLASS/test/anomaly,
 CLASS/ground_truth/anomaly/<stem>.png (masks binarised to 0/255) and
@@ -18,8 +24,11 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class,
-                            check_out_writable, file_digest, place_file, run, text_digest)
+from prepare.acquire import add_source_options, check_one_source, obtain
+from prepare.archives import VISA
+from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class, check_apart,
+                            check_out_writable, file_digest, inside_root, place_file, run,
+                            text_digest)
 
 SPLIT_CSV = os.path.join("split_csv", "1cls.csv")
 BUNDLED_SPLIT = Path(__file__).resolve().parent / "splits" / "visa_1cls.csv"
@@ -83,6 +92,9 @@ def check_split_row(row, where):
                            f"train/normal, test/normal or test/anomaly")
     if not row["object"] or not row["image"]:
         raise PrepareError(f"{where}: empty object or image column")
+    for key in ("image", "mask"):
+        if row[key]:
+            inside_root(".", row[key], where)
 
 
 def parse_split(f, csv_path):
@@ -103,7 +115,7 @@ def read_split(csv_path):
         raise PrepareError(f"split file '{csv_path}' not found; it ships with VisA as "
                            f"{SPLIT_CSV} and with this repository as splits/visa_1cls.csv")
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheet exports
             return parse_split(f, csv_path)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise PrepareError(f"cannot read split file '{csv_path}': {e}") from None
@@ -134,7 +146,7 @@ def image_key(path):
 def read_defect_labels(anno_path):
     """{image key: defect label(s)} from a class's image_anno.csv (labels kept verbatim)."""
     try:
-        with open(anno_path, newline="", encoding="utf-8") as f:
+        with open(anno_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if not {"image", "label"} <= set(reader.fieldnames or []):
                 raise PrepareError(f"'{anno_path}' has columns {reader.fieldnames}; expected "
@@ -230,8 +242,15 @@ def report_counts(name, counts):
           f"test anomaly {counts[2]:>4}{note}")
 
 
+def is_visa_top(folder):
+    """The folder holding VisA's split_csv/ and class folders (the archive's top, or one level
+    down)."""
+    return (Path(folder) / "split_csv").is_dir()
+
+
 def prepare(visa_root, out, classes=None, split_csv=None, link="copy"):
     check_root(visa_root)
+    check_apart(out, visa_root, "--visa_root")
     csv_path = split_source(visa_root, split_csv)
     split = read_split(csv_path)
     names = select_classes(split, classes)
@@ -250,14 +269,22 @@ def prepare(visa_root, out, classes=None, split_csv=None, link="copy"):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--visa_root", required=True, help="extracted VisA folder (holds split_csv/)")
+    parser.add_argument("--visa_root", help="extracted VisA folder (holds split_csv/), used as is; "
+                                            "default: download (or --archive) and extract")
     parser.add_argument("--out", default="data/visa", help="prepared tree (config.dataset_path)")
     parser.add_argument("--classes", nargs="*", help="only these classes (default: all in the split)")
     parser.add_argument("--split_csv", help="split file (default: VISA_ROOT/split_csv/1cls.csv, "
                                             "else splits/visa_1cls.csv of this repository)")
     add_link_option(parser)
+    add_source_options(parser, VISA)
     args = parser.parse_args(argv)
-    return run(lambda: prepare(args.visa_root, args.out, args.classes, args.split_csv, args.link))
+
+    def call():
+        check_one_source(args, "--visa_root")
+        root = args.visa_root or obtain(VISA, args, Path(args.download_dir) / "VisA", args.out,
+                                        is_visa_top, prepared_bytes=VISA.unpacked_bytes)
+        prepare(root, args.out, args.classes, args.split_csv, args.link)
+    return run(call)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""Machinery shared by the dataset preparation scripts (prepare_visa.py, prepare_mtd.py).
+"""Machinery shared by the dataset preparation scripts (prepare_visa.py, prepare_mtd.py,
+prepare_mvtec.py).
 
 A class is built in CLASS.partial and renamed when complete. Its marker file
 (.prepared.json) records the settings it was built with and the relative path,
-size and BLAKE2b hash of every file, so a re-run detects a missing, extra,
-damaged or replaced file (same size included) and rebuilds that class.
+size and BLAKE2b hash of every file it wrote, so a re-run detects a missing,
+damaged or replaced file (same size included) and rebuilds that class. A file
+the marker does not list is someone else's (a checkpoint, notes): it is named
+and kept, never deleted, also across a rebuild.
 
 The raw download is only ever read: images are copied by default. With
 link='hardlink' they share bytes with the download; then nothing here writes
@@ -16,7 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -56,6 +59,44 @@ def visible_files(folder):
     return sorted(found)
 
 
+def all_files(folder):
+    """Relative posix paths of every file under folder, hidden ones included."""
+    folder = Path(folder)
+    return sorted(Path(dirpath, n).relative_to(folder).as_posix()
+                  for dirpath, _, filenames in os.walk(folder) for n in filenames)
+
+
+def replace_tree(old, new, ours):
+    """Put new in old's place, moving every file of old not in ours (relative paths we wrote)
+    to the same place in new first (renamed NAME.kept where new has a file of that name), so
+    that nothing another tool or the user wrote is lost. Returns the kept files' new names."""
+    old, new = Path(old), Path(new)
+    kept = []
+    for rel in all_files(old):
+        if rel in ours:
+            continue
+        dst = new / rel
+        if dst.exists():
+            dst = dst.with_name(dst.name + ".kept")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(old / rel, dst)
+        kept.append(dst.relative_to(new).as_posix())
+    shutil.rmtree(old)  # now only what we wrote
+    os.replace(new, old)
+    return kept
+
+
+def inside_root(root, rel, where):
+    """root/rel for a path read from a file (split row, list, manifest), refused with where
+    named when it is absolute or climbs out of root: such a file is never read or copied."""
+    text = rel.replace("\\", "/")
+    if text.startswith("/") or (len(text) > 1 and text[1] == ":") or \
+            ".." in PurePosixPath(text).parts:
+        raise PrepareError(f"{where}: the path '{rel}' leaves the dataset folder (absolute or "
+                           f"'..'); only paths inside it are read. Fix or remove that row")
+    return Path(root) / text
+
+
 def inventory(folder):
     """{relative path: {size, blake2b}} of every visible file under folder."""
     return {rel: {"size": os.path.getsize(Path(folder, rel)),
@@ -86,11 +127,9 @@ def damage(folder, settings):
     if record.get("settings") != settings:
         return "built with other settings or another split"
     recorded, present = record["files"], set(visible_files(folder))
-    missing, extra = sorted(set(recorded) - present), sorted(present - set(recorded))
+    missing = sorted(set(recorded) - present)
     if missing:
         return f"missing {missing[0]}"
-    if extra:
-        return f"extra file {extra[0]}"
     for rel, meta in sorted(recorded.items()):  # sizes first: cheap, catches most damage
         if os.path.getsize(Path(folder, rel)) != meta["size"]:
             return f"{rel} changed size"
@@ -98,6 +137,18 @@ def damage(folder, settings):
         if file_digest(Path(folder, rel)) != meta["blake2b"]:
             return f"{rel} changed content"
     return None
+
+
+def foreign_files(folder):
+    """Files in a prepared class that its marker does not list: not ours, so never touched."""
+    record = read_marker(folder) or {"files": {}}
+    return [rel for rel in all_files(folder) if rel not in record["files"] and rel != MARKER]
+
+
+def note_foreign(name, files, script):
+    if files:
+        print(f"note: {name}: {len(files)} file(s) not written by {script} found and left in "
+              f"place: {', '.join(files[:5])}{' ...' if len(files) > 5 else ''}")
 
 
 def warn_if_download_changed(name, old, new):
@@ -161,6 +212,7 @@ def build_class(out, name, settings, build, script):
         raise PrepareError(f"'{final}' exists but was not written by {script}; move it away "
                            f"or choose another --out")
     if final.exists():
+        note_foreign(name, foreign_files(final), script)
         reason = damage(final, settings)
         if reason is None:
             if work.exists():
@@ -178,9 +230,15 @@ def build_class(out, name, settings, build, script):
         raise
     warn_if_download_changed(name, read_marker(final) if final.exists() else None,
                              read_marker(work))
-    if final.exists():
-        shutil.rmtree(final)  # ours but damaged or stale; unlinking never touches the raw files
-    os.replace(work, final)
+    if final.exists():  # ours but damaged or stale; unlinking never touches the raw files
+        old = read_marker(final) or {"files": {}}
+        kept = replace_tree(final, work, set(old["files"]) | {MARKER})
+        renamed = [k for k in kept if k.endswith(".kept")]
+        if renamed:
+            print(f"note: {name}: the rebuild writes files of the same name as yours; yours are "
+                  f"kept as {', '.join(renamed)}")
+    else:
+        os.replace(work, final)
     return "written"
 
 
@@ -190,11 +248,34 @@ def add_link_option(parser):
                              "them (no extra space; the prepared images then ARE the raw files)")
 
 
+def check_apart(out, source, source_option):
+    """--out and the source must not contain each other: a re-run would read its own output as
+    the download, or write into the download."""
+    out_r, src_r = Path(out).resolve(), Path(source).resolve()
+    if out_r == src_r or src_r in out_r.parents or out_r in src_r.parents:
+        raise PrepareError(f"--out '{out}' and {source_option} '{source}' overlap (one is, or is "
+                           f"inside, the other); choose an --out outside the source folder")
+
+
+def read_lines(path, what):
+    """Non-blank, stripped lines of a text file; a UTF-8 byte-order mark and Windows line endings
+    (as editors and spreadsheets write them) are accepted."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PrepareError(f"cannot read {what} '{path}': {e}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def run(prepare_call):
-    """Call prepare_call(); an expected failure is one 'error: ...' line and exit code 1."""
+    """Call prepare_call(); an expected failure is one 'error: ...' line and exit code 1, Ctrl-C
+    one line and exit code 130 (what was half-built is removed; a .part download is kept)."""
     try:
         prepare_call()
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
     return 0

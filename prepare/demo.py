@@ -97,6 +97,12 @@ def check_owned(class_dir):
     return False
 
 
+def current_umask():
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def ensure_demo_data(dataset_path, class_names):
     """Generate each requested class that does not exist yet under dataset_path: built in a
     private temp folder and renamed into place, so a reader (or a second process) sees either
@@ -108,6 +114,7 @@ def ensure_demo_data(dataset_path, class_names):
         print(f"writing synthetic demo class '{name}' into {class_dir}")
         Path(dataset_path).mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=dataset_path))
+        os.chmod(work, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the class from others
         write_demo_class(work, DEMO_SEED + zlib.crc32(name.encode()), **DEMO_DEFECTS)
         try:
             if class_dir.is_dir():

@@ -1,5 +1,5 @@
 # Magnetic Tile Defects, the paper's second benchmark, as one class 'mtd' written by
-#   python prepare_mtd.py --mtd_root PATH/TO/MTD --out data/mtd
+#   python prepare_mtd.py   (downloads and checks the data; --mtd_root DIR for a clone)
 # (the paper's 761 defect-free training images; every other image is the test set).
 # Every method setting keeps the paper's defaults of config.py.
 dataset_path = "data/mtd"

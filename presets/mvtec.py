@@ -1,7 +1,8 @@
-# MVTec AD, the paper's main benchmark: the 15 categories of the official download
-# (extract mvtec_anomaly_detection.tar.xz into data/mvtec; no preparation step: its
+# MVTec AD, the paper's main benchmark: the 15 categories of the official download, fetched,
+# verified and extracted into data/mvtec by `python prepare_mvtec.py` (its
 # CLASS/train/good, CLASS/test/<defect>, CLASS/ground_truth/<defect>/<stem>_mask.png layout
-# is read as is). Every method setting keeps the paper's defaults of config.py.
+# is read as is; a tree extracted by hand needs no preparation).
+# Every method setting keeps the paper's defaults of config.py.
 dataset_path = "data/mvtec"
 class_names = ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather",
                "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper"]

@@ -146,12 +146,15 @@ def test_rerun_skips_intact_classes_and_rebuilds_damaged_ones(raw, tmp_path, cap
     else:
         (target.parent / ".DS_Store").write_bytes(b"finder")  # ignored, as by the loader
     (out / "candle.partial" / "train").mkdir(parents=True)  # interrupted run
-    pcb1 = "skipped" if damage == "hidden" else "written"
+    pcb1 = "skipped" if damage in ("hidden", "extra") else "written"  # a stray file is not damage
     assert prepare(raw, out) == {"candle": "skipped", "pcb1": pcb1}
     assert target.read_bytes() == (raw / "pcb1/Data/Images/Normal/0003.JPG").read_bytes()
-    assert not (out / "candle.partial").exists() and not (target.parent / "stray.JPG").exists()
+    assert not (out / "candle.partial").exists()
+    assert (target.parent / "stray.JPG").exists() == (damage == "extra")  # kept, never deleted
     assert mtimes(out / "candle") == candle
-    assert "warning" not in capsys.readouterr().out  # the download itself is unchanged
+    printed = capsys.readouterr().out
+    assert "warning" not in printed  # the download itself is unchanged
+    assert ("found and left in place: test/good/stray.JPG" in printed) == (damage == "extra")
 
 
 def test_partial_dir_is_replaced_when_class_is_missing(raw, tmp_path):

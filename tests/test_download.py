@@ -1,0 +1,102 @@
+"""prepare/download.py against a loopback server: verified, resumed, restarted, refused."""
+import hashlib
+import os
+from collections import namedtuple
+
+import pytest
+
+from loopback import Loopback, refused_url
+from prepare import download
+from prepare.common import PrepareError
+from prepare.download import check_free_space, fetch
+
+DATA = os.urandom(3 << 20)  # several chunks, so a cut lands mid-stream
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch):
+    monkeypatch.setattr(download, "BACKOFF_S", 0)
+    monkeypatch.setattr(download, "TIMEOUT_S", 5)
+
+
+def test_download_is_verified_and_renamed(tmp_path):
+    with Loopback({"/a.tar": DATA}) as server:
+        path = fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA, len(DATA))
+    assert path.read_bytes() == DATA and not (tmp_path / "a.tar.part").exists()
+
+
+def test_resumes_with_range_after_the_server_hangs_up(tmp_path):
+    with Loopback({"/a.tar": DATA}, drop_after=1_000_000) as server:
+        fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA)
+    assert (tmp_path / "a.tar").read_bytes() == DATA
+    assert [r for _, r in server.requests] == [None, "bytes=1000000-"]
+
+
+def test_resumes_an_earlier_part_file(tmp_path):
+    (tmp_path / "a.tar.part").write_bytes(DATA[:12345])
+    with Loopback({"/a.tar": DATA}) as server:
+        fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA)
+    assert (tmp_path / "a.tar").read_bytes() == DATA
+    assert server.requests == [("/a.tar", "bytes=12345-")]
+
+
+def test_starts_over_when_the_server_ignores_range(tmp_path):
+    (tmp_path / "a.tar.part").write_bytes(b"junk that is not a prefix")
+    with Loopback({"/a.tar": DATA}, honour_range=False) as server:
+        fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA)
+    assert (tmp_path / "a.tar").read_bytes() == DATA
+
+
+def test_a_part_longer_than_the_file_starts_over(tmp_path):
+    (tmp_path / "a.tar.part").write_bytes(DATA + b"more")
+    with Loopback({"/a.tar": DATA}) as server:
+        fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA)
+    assert (tmp_path / "a.tar").read_bytes() == DATA
+
+
+def test_wrong_hash_keeps_nothing_and_names_both_hashes(tmp_path):
+    wrong = "0" * 64
+    with Loopback({"/a.tar": DATA}) as server:
+        with pytest.raises(PrepareError) as e:
+            fetch(server.url("/a.tar"), tmp_path / "a.tar", wrong)
+    assert f"SHA-256 {SHA}, {len(DATA)} bytes; expected SHA-256 {wrong}" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_size_is_refused(tmp_path):
+    with Loopback({"/a.tar": DATA}) as server:
+        with pytest.raises(PrepareError, match=f"expected SHA-256 {SHA}, 5 bytes"):
+            fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA, size=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_is_one_line_naming_the_url_and_the_archive_way(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "RETRIES", 2)
+    url = refused_url("/VisA_20220922.tar")
+    with pytest.raises(PrepareError) as e:
+        fetch(url, tmp_path / "VisA_20220922.tar", SHA)
+    message = str(e.value)
+    assert message.startswith(f"cannot reach {url} (") and "after 2 attempts" in message
+    assert "pass --archive FILE" in message and "\n" not in message
+
+
+def test_http_error_names_the_status(tmp_path):
+    with Loopback({}) as server:
+        with pytest.raises(PrepareError, match="HTTP 404"):
+            fetch(server.url("/missing.tar"), tmp_path / "m.tar", SHA)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/hostname", "ftp://example.org/a.tar", "a.tar"])
+def test_only_http_urls(tmp_path, url):
+    with pytest.raises(PrepareError, match="only http and https"):
+        fetch(url, tmp_path / "a.tar", SHA)
+
+
+def test_free_space_is_checked_with_figures(tmp_path, monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda p: usage(0, 0, 2 << 30))
+    with pytest.raises(PrepareError) as e:
+        check_free_space(tmp_path / "new", [("archive", 2 << 30), ("extraction", 1 << 30)])
+    assert "archive 2.00 GiB + extraction 1.00 GiB = 3.00 GiB needed, 2.00 GiB free" in str(e.value)
+    assert not (tmp_path / "new").exists()
