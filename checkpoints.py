@@ -10,6 +10,7 @@ import os
 import threading
 import time
 import warnings
+import zipfile
 
 import torch
 
@@ -41,8 +42,8 @@ def _torch_save(state, tmp):
     try:
         torch.save(state, tmp)
     except RuntimeError as e:
-        raise OSError(f"the write stopped ({str(e).splitlines()[0][:120]}); the disk may be "
-                      f"full") from e
+        raise OSError(f"the disk may be full (torch's writer stopped: "
+                      f"{str(e).splitlines()[0][:100]})") from e
 
 
 def save_checkpoint(path, state):
@@ -153,8 +154,8 @@ def _unreadable_text(path, error):
     """A damaged file of ours (a torch zip cut short by a full disk or a partial copy) is named
     as damaged; anything else as not a checkpoint."""
     with open(path, "rb") as f:
-        ours = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
-    if ours:
+        starts_like_ours = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    if starts_like_ours and not zipfile.is_zipfile(path):  # the zip's directory at its end is gone
         return (f"checkpoint '{path}' is damaged or incomplete ({type(error).__name__}: "
                 f"{str(error).splitlines()[0][:100]}), e.g. cut short by a full disk or a partial "
                 f"copy; delete it (or copy it again), or rerun with resume=False")

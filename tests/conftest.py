@@ -48,3 +48,14 @@ def train_toy(cfg, name="toy", **kwargs):
     from data import list_class
     from train import train_class
     return train_class(cfg, list_class(cfg["dataset_path"], name), torch.device("cpu"), **kwargs)
+
+
+TRAINING_FIXTURES = {"toy_class", "trained"}  # a test that takes one of these trains a model
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that trains (it asks for a toy class or a trained model) as slow, so
+    `-m "not slow"` runs the fast tier without a list to keep up to date."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

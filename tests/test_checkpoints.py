@@ -30,6 +30,7 @@ def test_a_run_writes_each_epoch_once_and_reads_nothing_back(tmp_path, toy_class
     state = load_checkpoint(ckpt_of(tmp_path))
     assert state["epoch"] == 3 and {"pixel_auroc", "aupro", "f1_max"} <= set(state["metrics"])
     saved.clear()
+    loaded.clear()
     main.run(tiny_args(tmp_path, meta_epochs=3, resume=True))  # read back: nothing to rewrite
     assert saved == [] and len(loaded) == 2  # the check up front (mmap) and the resume
 

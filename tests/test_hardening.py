@@ -43,7 +43,7 @@ def test_demo_generator_builds_aside_and_is_idempotent(tmp_path):
 def test_second_run_on_the_same_class_refuses_naming_the_first(tmp_path, toy_class, capsys):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        lock = tmp_path / "ckpt" / "toy" / LOCK_NAME
+        lock = tmp_path / "ckpt" / "toy" / "seed0" / LOCK_NAME
         lock.parent.mkdir(parents=True)
         lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(),
                                     "started": "2026-11-29 10:00:00",
@@ -62,7 +62,7 @@ def test_second_run_on_the_same_class_refuses_naming_the_first(tmp_path, toy_cla
 def test_stale_lock_of_a_killed_run_is_taken_over(tmp_path, toy_class):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    lock = tmp_path / "ckpt" / "toy" / LOCK_NAME
+    lock = tmp_path / "ckpt" / "toy" / "seed0" / LOCK_NAME
     lock.parent.mkdir(parents=True)
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     with pytest.warns(UserWarning, match="removing the stale lock"):
@@ -72,7 +72,7 @@ def test_stale_lock_of_a_killed_run_is_taken_over(tmp_path, toy_class):
 
 def test_lock_in_one_process_refuses_another_claim(tmp_path):
     path = acquire_lock(tmp_path / "run", "checkpoint_dir")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from locks import acquire_lock; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from harness.locks import acquire_lock; "
             "acquire_lock(sys.argv[2], 'checkpoint_dir')")
     out = subprocess.run([sys.executable, "-c", code, ROOT, str(tmp_path / "run")],
                          capture_output=True, text=True)
@@ -83,8 +83,8 @@ def test_lock_in_one_process_refuses_another_claim(tmp_path):
 
 
 def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path, toy_class):
-    leftovers = [tmp_path / "ckpt" / "toy" / ".checkpoint.pt.abc123.tmp",
-                 tmp_path / "results" / "toy" / ".auroc.png.x1.tmp",
+    leftovers = [tmp_path / "ckpt" / "toy" / "seed0" / ".checkpoint.pt.abc123.tmp",
+                 tmp_path / "results" / "toy" / "seed0" / ".auroc.png.x1.tmp",
                  tmp_path / "results" / ".results.csv.y2.tmp"]
     for path in leftovers:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -292,7 +292,7 @@ def test_an_existing_checkpoint_is_never_overwritten_without_resume(tmp_path, to
 def test_results_folder_is_locked_too(tmp_path, toy_class, capsys):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        lock = tmp_path / "results" / "toy" / LOCK_NAME
+        lock = tmp_path / "results" / "toy" / "seed0" / LOCK_NAME
         lock.parent.mkdir(parents=True)
         lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
         assert main.main(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "elsewhere"))) == 1
@@ -300,14 +300,6 @@ def test_results_folder_is_locked_too(tmp_path, toy_class, capsys):
     finally:
         other.kill()
         other.wait()
-
-
-def test_one_seed_finds_the_checkpoint_of_an_earlier_several_seed_run(tmp_path, toy_class,
-                                                                      capsys):
-    main.run(tiny_args(tmp_path, seeds=[0, 1], meta_epochs=1))
-    main.run(tiny_args(tmp_path, seeds=[0], meta_epochs=1, resume=True))
-    assert "[toy] resumed from" in capsys.readouterr().out
-    assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy", 0))  # no second layout
 
 
 def test_unavailable_weights_stop_before_any_class(tmp_path, toy_class, capsys):
@@ -321,7 +313,7 @@ def test_outputs_get_ordinary_file_permissions(tmp_path, toy_class):
     mask = os.umask(0)
     os.umask(mask)
     for path in (checkpoint_path(tmp_path / "ckpt", "toy", 0), tmp_path / "results" / "results.csv",
-                 tmp_path / "results" / "toy" / "auroc.png"):
+                 tmp_path / "results" / "toy" / "seed0" / "auroc.png"):
         assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
 
 
@@ -349,6 +341,6 @@ def test_sigterm_ends_like_ctrl_c_and_releases_the_lock(tmp_path, toy_class):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted: every checkpoint written so far" in err
-    assert not (tmp_path / "ckpt" / "toy" / LOCK_NAME).exists()
-    assert not (tmp_path / "results" / "toy" / LOCK_NAME).exists()
+    assert not (tmp_path / "ckpt" / "toy" / "seed0" / LOCK_NAME).exists()
+    assert not (tmp_path / "results" / "toy" / "seed0" / LOCK_NAME).exists()
     assert 1 <= load_checkpoint(ckpt)["epoch"] < 50

@@ -32,7 +32,7 @@ def test_end_to_end_writes_results_and_checkpoint(tmp_path, toy_class, capsys):
     assert table[0]["status"] == "ok"
     for key in ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro"):
         assert 0.0 <= float(table[0][key]) <= 1.0 and 0.0 <= float(table[1][key]) <= 1.0
-    misses = tmp_path / "results" / "toy" / "misses"
+    misses = tmp_path / "results" / "toy" / "seed0" / "misses"
     assert len(list(misses.glob("*.png"))) == 2 * 6 and (misses / "misses.csv").is_file()
     md = (tmp_path / "results" / "results.md").read_text()
     assert "max AUROC (test-selected)" in md and "| toy |" in md
@@ -40,7 +40,7 @@ def test_end_to_end_writes_results_and_checkpoint(tmp_path, toy_class, capsys):
     assert state["epoch"] == 2 and len(state["auroc_history"]) == 2
     assert state["config"]["fc_internal"] == 32 and "optimizer" in state
     for name in ("auroc.png", "roc.png", "scores.png"):
-        assert (tmp_path / "results" / "toy" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / "results" / "toy" / "seed0" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "results" / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -153,7 +153,7 @@ def test_pixel_metrics_off_or_without_masks(trained, tmp_path):
 
 
 def test_save_figure_on_a_full_disk_keeps_the_previous_file(tmp_path, monkeypatch):
-    path = tmp_path / "results" / "toy" / "roc.png"
+    path = tmp_path / "results" / "toy" / "seed0" / "roc.png"
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
     figures.save_figure(fig, path)

@@ -1,8 +1,6 @@
 """Several seeds: one run per (class, seed), per-seed outputs, mean ± std, resume, torchrun."""
 import csv
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,6 @@ import main
 import train
 from checkpoints import checkpoint_path, load_checkpoint
 from conftest import ROOT, tiny_args
-from prepare.demo import write_demo_class
 
 METRICS = ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro")
 
@@ -80,28 +77,6 @@ def test_a_run_continues_only_its_own_seed_wherever_the_command_names_it(tmp_pat
     trained.clear()
     rows = main.run(tiny_args(tmp_path, seeds=[0, 1], resume=True))
     assert trained == [] and [r["status"] for r in rows] == ["ok", "ok"]  # both read back
-
-
-def test_torchrun_two_processes_train_each_class_seed_pair_once(tmp_path):
-    classes = ["toy_a", "toy_b"]
-    for k, name in enumerate(classes):
-        write_demo_class(tmp_path / "data" / name, k, size=64, n_train=8, n_test_good=3,
-                         n_test_bad=3)
-    args = tiny_args(tmp_path, class_names=classes, seeds=[0, 1], meta_epochs=1)
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=2", "main.py", *args], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr[-2000:]
-    for name in classes:
-        for seed in (0, 1):
-            assert out.stdout.count(f"[{name} seed {seed}] epoch 1/1") == 1
-            state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", name, seed))
-            assert state["epoch"] == 1 and state["config"]["seed"] == seed
-    per_seed = read_csv(tmp_path / "results" / "results_per_seed.csv")
-    assert sorted((r["class"], r["seed"]) for r in per_seed) == [
-        ("toy_a", "0"), ("toy_a", "1"), ("toy_b", "0"), ("toy_b", "1")]
-    assert [r["class"] for r in read_csv(tmp_path / "results" / "results.csv")] == classes + ["mean"]
-    assert not (tmp_path / "results" / ".parts").exists()  # rows travel through torch.distributed
 
 
 def test_reference_column_follows_the_preset(tmp_path, toy_class):
