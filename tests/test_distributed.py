@@ -1,7 +1,9 @@
 """torchrun: each rank trains its share of the (class, seed) runs, all ranks check all runs
 before any training and stop together, and rank 0 writes the merged table."""
 import csv
+import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ import pytest
 
 from checkpoints import checkpoint_path, load_checkpoint
 from conftest import ROOT, tiny_args
+from harness.locks import LOCK_NAME
 from main import shard
 from prepare.demo import write_demo_class
 
@@ -37,6 +40,20 @@ def test_torchrun_checks_every_run_up_front_then_trains_each_pair_once(tmp_path)
         write_demo_class(tmp_path / "data" / name, k, size=64, n_train=8, n_test_good=3,
                          n_test_bad=3)
     args = tiny_args(tmp_path, class_names=classes, seeds=[0, 1], meta_epochs=1)
+    # another live run holds the folder of rank 1's last pair: rank 0 stops too, with its reason
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock = tmp_path / "results" / "toy_b" / "seed1" / LOCK_NAME
+        lock.parent.mkdir(parents=True)
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+        refused = torchrun(args)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert refused.returncode != 0 and " epoch " not in refused.stdout
+    assert "(found by rank 1; no rank started training)" in refused.stderr
+    assert "interrupted" not in refused.stderr
+    lock.unlink()
     # rank 1's last pair has a checkpoint and resume is off: every rank stops before training
     blocker = checkpoint_path(tmp_path / "ckpt", "toy_b", 1)
     os.makedirs(os.path.dirname(blocker))
