@@ -98,10 +98,10 @@ def test_failure_in_the_reports_fails_that_class_only(tmp_path, toy_class, monke
     write_demo_class(tmp_path / "data" / "toy2", 1, size=64, n_train=8, n_test_good=3, n_test_bad=3)
     real = reports.class_reports
 
-    def reports_that_break_for_toy(model, state, train_set, test_set, cfg, class_name, *args):
-        if class_name == "toy":
+    def reports_that_break_for_toy(trained, cfg, device, out):
+        if trained.state["class_name"] == "toy":
             raise RuntimeError("Input contains NaN")
-        return real(model, state, train_set, test_set, cfg, class_name, *args)
+        return real(trained, cfg, device, out)
     monkeypatch.setattr("harness.runs.class_reports", reports_that_break_for_toy)
     code = main.main(tiny_args(tmp_path, class_names=["toy", "toy2"], meta_epochs=1))
     err = capsys.readouterr().err
