@@ -2,7 +2,7 @@
 
 Round objects on a textured background; anomalous ones carry a scratch, a hole
 or a stain, with its ground-truth mask. Written once, with a fixed seed, in the
-layout of SPEC.md (train/good, test/good, test/anomaly, ground_truth/anomaly).
+layout main.py reads (train/good, test/good, test/anomaly, ground_truth/anomaly).
 """
 import os
 import shutil

@@ -1,4 +1,5 @@
 """Overrides of config.py and their errors, caught before any work."""
+import os
 import subprocess
 import sys
 
@@ -81,3 +82,35 @@ def test_help_lists_every_config_name():
                          text=True)
     assert out.returncode == 0 and "python main.py [preset.py]" in out.stdout
     assert all(f"  {name} " in out.stdout for name in vars(config) if not name.startswith("_"))
+
+
+def test_values_are_checked_in_shape_and_range(arg, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_config([arg])
+
+
+def test_old_seed_name_says_the_new_spelling():
+    with pytest.raises(KeyError, match="'seed' is now 'seeds'.*--seeds=\\[N\\]"):
+        resolve_config(["--seed=3"])
+
+
+def test_preset_errors_name_file_and_line(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("img_size = 224\nn_scales = (2\n")
+    with pytest.raises(ValueError, match=f"preset '{broken}', line 2: syntax error"):
+        resolve_config([str(broken)])
+    typo = tmp_path / "typo.py"
+    typo.write_text("img_size = 224\n\nn_scales = two\n")
+    with pytest.raises(ValueError, match=f"preset '{typo}', line 3: NameError: name 'two'"):
+        resolve_config([str(typo)])
+
+
+def test_preset_may_import_helpers_and_define_functions(tmp_path):
+    preset = tmp_path / "helpers.py"
+    preset.write_text("import math\nfrom os.path import join\n\n"
+                      "def classes(prefix):\n    return [prefix + str(i) for i in range(2)]\n\n"
+                      "class_names = classes('pcb')\nlr_init = 2e-4 * math.sqrt(4)\n"
+                      "dataset_path = join('data', 'visa')\n")
+    cfg = resolve_config([str(preset)])
+    assert cfg["class_names"] == ["pcb0", "pcb1"] and cfg["lr_init"] == pytest.approx(4e-4)
+    assert cfg["dataset_path"] == os.path.join("data", "visa")

@@ -1,4 +1,4 @@
-"""The flow, the loss and the backbone against the paper's formulas (SPEC.md)."""
+"""The flow, the loss and the backbone against the paper's formulas (docs/method.md)."""
 import numpy as np
 import pytest
 import torch
@@ -36,7 +36,7 @@ def test_log_det_equals_autograd_jacobian():
 
 
 def paper_block(x, perm, subnet1, subnet2, alpha):
-    """SPEC.md: permute, then y1 = x1 exp(s2(x2)) + t2(x2), y2 = x2 exp(s1(y1)) + t1(y1), with
+    """docs/method.md: permute, then y1 = x1 exp(s2(x2)) + t2(x2), y2 = x2 exp(s1(y1)) + t1(y1), with
     s = alpha * 0.636 * atan(a / alpha); log-det = sum of the clamped s."""
     x = x[:, perm]
     half = x.shape[1] // 2
@@ -57,7 +57,7 @@ def test_flow_equals_paper_formulas():
     y, log_det = x, torch.zeros(4, dtype=torch.float64)
     modules = list(flow.module_list)
     for k in range(0, len(modules), 2):
-        perm = np.random.RandomState(k // 2).permutation(8)  # PermuteRandom(seed=k) per SPEC
+        perm = np.random.RandomState(k // 2).permutation(8)  # PermuteRandom(seed=k), as in docs/method.md
         coupling = modules[k + 1]
         y, ld = paper_block(y, perm, coupling.subnet1, coupling.subnet2, alpha)
         log_det = log_det + ld
