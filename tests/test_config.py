@@ -84,6 +84,19 @@ def test_help_lists_every_config_name():
     assert all(f"  {name} " in out.stdout for name in vars(config) if not name.startswith("_"))
 
 
+@pytest.mark.parametrize("arg, message", [
+    ("--adam_betas=(0.8,)", "config 'adam_betas' must be two numbers in \\[0, 1\\)"),
+    ("--adam_betas=(0.8, 1.0)", "config 'adam_betas' must be two numbers in \\[0, 1\\)"),
+    ("--seeds=[-1]", "config 'seeds' must be a non-empty list of integers in \\[0, 4294967295\\]"),
+    ("--seeds=[1099511627776]", "config 'seeds'"),
+    ("--seeds=[]", "config 'seeds' must be a non-empty list"),
+    ("--seeds=[1, 1]", "config 'seeds' must be a list without repeats"),
+    ("--adam_eps=0", "config 'adam_eps' must be a finite number > 0"),
+    ("--weight_decay=-1", "config 'weight_decay' must be a finite number >= 0"),
+    ("--class_names=['../x']", "config 'class_names' must be a non-empty list of class folder"),
+    ("--reference='imagenet'", "config 'reference' must be one of"),
+    ("--n_misses=-2", "config 'n_misses' must be a finite number >= 0"),
+])
 def test_values_are_checked_in_shape_and_range(arg, message):
     with pytest.raises(ValueError, match=message):
         resolve_config([arg])
