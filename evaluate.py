@@ -4,11 +4,19 @@
                        [--device=auto]
 
 One line per image (score and verdict) and OUT/scores.csv; with --maps, one
-gradient-map figure per image in OUT/maps. The verdict threshold is the one
-stored in the checkpoint (a percentile of the training images' scores, config
-threshold_percentile) unless --threshold is given. When the folder is laid out
-like a class's test set (good/ and defect sub-folders), the image AUROC, AUPR and
-F1-max are printed too and written to OUT/metrics.csv.
+gradient-map figure per image in OUT/maps, at the image's path below the target with
+'.png' appended (good/x.jpg -> maps/good/x.jpg.png), so no two images share a map. The
+verdict threshold is the one stored in the checkpoint (a percentile of the training
+images' scores, config threshold_percentile) unless --threshold is given. When the folder
+is laid out like a class's test set (good/ and defect sub-folders), the image AUROC, AUPR
+and F1-max are printed too and written to OUT/metrics.csv.
+
+An image's score depends on that image alone: it is scored on its own, with the paper's
+evaluation rotations (n_transforms_test evenly spaced angles, i*360/n), whatever else is
+scored with it. The stored threshold comes from the same rotations of the training images.
+The per-epoch AUROC of training uses config test_rotations (seeded random angles by
+default), so on a class's test folder the AUROC here can differ slightly from results.csv.
+An --out folder inside the scored folder is never scored itself.
 """
 import argparse
 import ast
@@ -17,7 +25,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from torchvision.models import alexnet
 
 from checkpoints import load_checkpoint
@@ -25,7 +32,7 @@ from data import IMAGE_EXTENSIONS, SKIP_HINT, BadImageError, load_resized, rotat
 from localization import gradient_map
 from metrics import image_metrics
 from harness.figures import save_map_figure
-from train import build_model, evaluation_generator, score_images
+from train import build_model, score_images
 from utils import check_writable, resolve_device, write_csv
 
 
@@ -53,17 +60,29 @@ def load_trained_model(path, device):
     return model.to(device).eval(), cfg, state.get("threshold")
 
 
-def collect_images(target):
-    """A single file, or every image file below a folder (non-image files ignored)."""
+def is_inside(path, folder):
+    """Whether path is folder or lies below it (links resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def collect_images(target, out=None):
+    """A single file, or every image file below a folder (non-image files ignored). The
+    output folder `out` is left out when it lies inside the target, so a rerun never scores
+    the maps of the previous one (when out is the target itself, only its maps/ folder)."""
     target = Path(target)
     if target.is_file():
         return [target]
     if not target.is_dir():
         raise FileNotFoundError(f"'{target}' is neither an image file nor a folder")
+    own_output = None
+    if out is not None and is_inside(out, target):
+        own_output = Path(out) / "maps" if is_inside(target, out) else Path(out)
     # a class folder's ground_truth/ holds masks, not images to score
     files = sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith(".")
                    and "ground_truth" not in p.relative_to(target).parts
-                   and p.suffix.lower() in IMAGE_EXTENSIONS)
+                   and p.suffix.lower() in IMAGE_EXTENSIONS
+                   and not (own_output is not None and is_inside(p, own_output)))
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
                                 f"below '{target}'")
@@ -83,20 +102,20 @@ def decode(paths, size):
 
 
 def score_files(model, cfg, paths, device):
-    """Scores with the test rotations of training (seeded), one per readable file."""
+    """One score per readable file, each from the paper's evenly spaced evaluation rotations
+    of that image alone: batches never mix images, so no other file can change a score."""
     images, good, errors = decode(paths, cfg["img_size"])
-    if not images:
-        return [], [], errors
-    angles = rotation_angles(len(images), cfg["n_transforms_test"], cfg["test_rotations"],
-                             evaluation_generator(cfg["seed"], 0, stream=2))
-    scores = score_images(model, torch.stack(images), angles, device, cfg["backbone_batch"])
-    return good, scores.tolist(), errors
+    angles = rotation_angles(1, cfg["n_transforms_test"], "fixed", None)
+    scores = [float(score_images(model, image.unsqueeze(0), angles, device,
+                                 cfg["backbone_batch"])[0]) for image in images]
+    return good, scores, errors
 
 
 def map_name(path, target):
-    """good/000.JPG -> good_000.png: unique across the sub-folders of the target."""
+    """good/000.JPG -> good/000.JPG.png: the image's path below the target, '.png' appended,
+    so good/x.jpg, good/x.png and good_x.png keep three maps."""
     relative = Path(path).relative_to(target) if Path(target).is_dir() else Path(Path(path).name)
-    return "_".join(relative.with_suffix(".png").parts)
+    return relative.with_name(relative.name + ".png")
 
 
 def parse_bool(text):
@@ -151,7 +170,7 @@ def write_maps(model, cfg, paths, scores, threshold, args, device):
 def run(args):
     """Everything checkable first (device, images, checkpoint, output folder), then scoring."""
     device = resolve_device(args.device)
-    files = collect_images(args.target)
+    files = collect_images(args.target, args.out)
     model, cfg, stored = load_trained_model(args.checkpoint, device)
     check_writable(args.out, "out")  # creates --out: only once the inputs are known to be good
     if args.threshold is not None and not math.isfinite(args.threshold):

@@ -162,7 +162,7 @@ def image_auroc(labels, scores):
 
 
 def evaluation_generator(seed, epoch, stream=0):
-    """A generator for one evaluation's random angles (stream 0: test set, 1: training images),
+    """A generator for one evaluation's random angles (stream 0: the test set's per epoch),
     independent of the training stream, so a resumed run draws the same angles."""
     state = np.random.SeedSequence([seed, stream, epoch]).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
@@ -309,7 +309,10 @@ def train_class(cfg, class_name, device, ckpt=None, log=print, tag=None):
 
 
 def training_threshold(model, train_images, cfg, device, progress=False):
-    """Verdict threshold: the threshold_percentile-th percentile of the training images' scores."""
-    scores = score_set(model, train_images, cfg, device,
-                       evaluation_generator(cfg["seed"], 0, stream=1), progress)
+    """Verdict threshold: the threshold_percentile-th percentile of the training images' scores,
+    each from the evenly spaced rotations evaluate.py scores new images with, so that a new
+    image's score and the threshold are comparable whatever test_rotations says."""
+    angles = rotation_angles(len(train_images), cfg["n_transforms_test"], "fixed", None)
+    scores = score_images(model, train_images, angles, device, cfg["backbone_batch"],
+                          cfg["channels_last"], cfg["amp_bf16"], progress)
     return float(np.percentile(scores, cfg["threshold_percentile"]))
