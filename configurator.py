@@ -23,6 +23,7 @@ CACHE_DEVICES = ("auto", "cpu", "device")
 NON_NEGATIVE = ("transf_brightness", "transf_contrast", "transf_saturation",
                 "num_workers", "weight_decay", "n_misses")
 MAX_SEED = 2 ** 32 - 1  # numpy's SeedSequence / np.random.seed accept 0 .. 2**32 - 1
+COMMAND_LINE = "command line"  # the source of --name=value overrides in messages
 
 
 def default_values():
@@ -54,8 +55,10 @@ def _apply(cfg, name, value, source):
     if name in RENAMED:
         raise KeyError(f"{RENAMED[name]} (from {source})")
     if name not in cfg:
+        private = ("" if source == COMMAND_LINE else f"; if '{name}' only helps compute other "
+                   f"settings, name it '_{name}': a leading underscore keeps it private")
         raise KeyError(f"unknown config name '{name}' (from {source}); "
-                       f"known names are listed in config.py")
+                       f"known names are listed in config.py{private}")
     _check_type(name, value, cfg[name])
     cfg[name] = float(value) if isinstance(cfg[name], float) else value
 
@@ -69,7 +72,9 @@ def _error_line(exc, path):
 def _run_preset(path):
     """Execute a preset; a syntax or runtime error is one line naming the file and line."""
     try:
-        code = compile(Path(path).read_text(), path, "exec")
+        # from bytes, as Python reads a script: a UTF-8 byte-order mark (Windows editors) and
+        # \r\n line endings are accepted
+        code = compile(Path(path).read_bytes(), path, "exec")
     except SyntaxError as e:
         raise ValueError(f"preset '{path}', line {e.lineno}: syntax error: {e.msg}") from None
     scope = {}
@@ -116,7 +121,7 @@ def resolve_config(argv=()):
             _apply_preset(cfg, arg)
         else:
             name, value = _parse_override(arg)
-            _apply(cfg, name, value, "command line")
+            _apply(cfg, name, value, COMMAND_LINE)
     validate_config(cfg)
     cfg["seed"] = cfg["seeds"][0]  # the seed of one run; main.py sets it per run
     cfg["n_feat"] = 256 * cfg["n_scales"]  # AlexNet's last conv layer has 256 channels per scale

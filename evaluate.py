@@ -33,7 +33,7 @@ from localization import gradient_map
 from metrics import image_metrics
 from harness.figures import save_map_figure
 from train import build_model, score_images
-from utils import check_writable, resolve_device, write_csv
+from utils import check_writable, exit_with, resolve_device, write_csv
 
 
 REQUIRED_CONFIG = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "dropout",
@@ -204,6 +204,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         rows, errors = run(args)
+    except BrokenPipeError:
+        raise  # stdout's reader stopped reading (| head): exit_with ends quietly
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -211,4 +213,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

@@ -20,7 +20,7 @@ from model import WeightsUnavailableError, load_alexnet_features
 from harness.results import write_results
 from harness.runs import check_checkpoints, lock_runs, release_locks, run_one, run_units
 from configurator import default_values, format_config, resolve_config
-from utils import check_writable, resolve_device, return_freed_memory_to_os
+from utils import check_writable, exit_with, resolve_device, return_freed_memory_to_os
 
 # ranks wait for each other only at the end, after training all their runs: hours, not minutes
 GATHER_TIMEOUT = timedelta(days=7)
@@ -32,8 +32,30 @@ def shard(units, rank, world_size):
     return list(units)[rank::world_size]
 
 
+LAUNCHER_VARIABLES = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")  # torchrun sets all
+
+
+def check_launcher_environment(environ):
+    """A half-set torchrun environment (a variable exported by hand, a launcher that sets only
+    some) is one line naming what is missing, not a KeyError deep in torch."""
+    present = [name for name in LAUNCHER_VARIABLES if environ.get(name)]
+    ranks = [name for name in present if name in ("WORLD_SIZE", "RANK")]
+    if not ranks or ranks == ["WORLD_SIZE"] and environ["WORLD_SIZE"] == "1":
+        return  # one process (an exported MASTER_ADDR alone launches nothing)
+    missing = [name for name in LAUNCHER_VARIABLES if name not in present]
+    if missing:
+        raise ValueError(f"incomplete launcher environment: {', '.join(present)} set but "
+                         f"{', '.join(missing)} missing; launch several processes with torchrun "
+                         f"--nproc_per_node=N main.py ..., or unset {', '.join(present)} for one")
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        if not environ.get(name, "0").isdigit():
+            raise ValueError(f"launcher variable {name}={environ[name]!r} is not a number; "
+                             f"launch with torchrun --nproc_per_node=N main.py ...")
+
+
 def distributed_setup(cfg):
     """(rank, world_size, device): torchrun's environment, or a single process."""
+    check_launcher_environment(os.environ)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return 0, 1, resolve_device(cfg["device"])
@@ -145,6 +167,8 @@ def main(argv):
         return 0
     try:
         return report_failures(run(argv))
+    except BrokenPipeError:
+        raise  # stdout's reader stopped reading (| head): exit_with ends quietly
     except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, BadImageError,
             WeightsUnavailableError, RunLockedError, OSError) as e:
         if os.environ.get("DIFFERNET_DEBUG"):
@@ -158,4 +182,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_with(main, sys.argv[1:])
