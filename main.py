@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from data import BadImageError, drop_unreadable_masks, find_class_files
+from data import BadImageError
 from harness.locks import RunLockedError, remove_stale_temps
+from masks import checked_class_files
 from model import WeightsUnavailableError, load_alexnet_features
 from harness.results import write_results
 from harness.runs import check_checkpoints, lock_runs, release_locks, run_one, run_units
@@ -84,12 +85,10 @@ def gather_rows(rows, rank, world_size):
 def check_outputs_and_data(cfg):
     """Errors that would otherwise surface hours later: unwritable outputs, missing classes,
     unavailable AlexNet weights, unreadable masks (unless skip_bad_images leaves their images
-    out, class by class).
+    out, class by class); the masks' warnings come here, before any training.
     Every rank checks every class, so all of them stop together."""
     for class_name in cfg["class_names"]:
-        _, test_files = find_class_files(cfg["dataset_path"], class_name)
-        if not cfg["skip_bad_images"]:
-            drop_unreadable_masks(*test_files, skip_bad=False)
+        checked_class_files(cfg["dataset_path"], class_name, cfg["skip_bad_images"])
     load_alexnet_features(cfg["pretrained"], cfg["weights_path"])  # offline, wrong file: now
     # last, as they create the output folders: a run refused for its input leaves none behind
     if cfg["save_model"]:

@@ -10,8 +10,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from data import (build_image_set, cache_on_device, drop_unreadable_masks, find_class_files,
-                  make_batch, rotation_angles, take, to_device, warn_missing_masks)
+from data import (build_image_set, cache_on_device, make_batch, rotation_angles, take,
+                  to_device)
+from masks import checked_class_files
 from model import DifferNet, anomaly_score, flow_parameters, load_alexnet_features, nll_loss
 from checkpoints import (checkpoint_path, data_fingerprint, new_state, restore, save_checkpoint,
                          snapshot)
@@ -171,13 +172,8 @@ def evaluation_generator(seed, epoch, stream=0):
 def load_class_data(cfg, class_name, progress=False):
     """Decoded train and test ImageSets of a class (cache in memory or memory-mapped); with
     skip_bad_images, the images of unreadable masks are left out here."""
-    train_paths, (test_paths, test_labels, test_masks) = find_class_files(cfg["dataset_path"],
-                                                                          class_name)
-    bad_masks = []
-    if cfg["skip_bad_images"]:  # without it, main.py has decoded every mask before any work
-        test_paths, test_labels, test_masks, bad_masks = drop_unreadable_masks(
-            test_paths, test_labels, test_masks, skip_bad=True)
-    warn_missing_masks(class_name, test_labels, test_masks)
+    train_paths, (test_paths, test_labels, test_masks), bad_masks = checked_class_files(
+        cfg["dataset_path"], class_name, cfg["skip_bad_images"])
 
     def mmap(split):
         return os.path.join(cfg["cache_mmap"], f"{class_name}_{split}.npy") if cfg["cache_mmap"] else ""
