@@ -19,6 +19,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+import image_cache
+
 SKIP_HINT = ", or set skip_bad_images=True to leave it out with a warning"  # main.py's remedy
 READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)  # what PIL raises on bad files
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -146,36 +148,53 @@ def _collate(items):
 
 
 def decode_all(paths, size, num_workers, skip_bad, out, progress=False):
-    """Fill `out` (N, 3, S, S) uint8 with the resized images; returns indices of bad files."""
+    """Fill `out` (N, 3, S, S) uint8 with the resized images; returns {index: error} of the
+    files that could not be decoded (skip_bad; without it the first one raises)."""
     loader = DataLoader(_DecodeDataset(paths, size), batch_size=16, num_workers=num_workers,
                         collate_fn=_collate)
-    bad = []
+    bad = {}
     for batch in tqdm(loader, desc="decoding", disable=not progress, leave=False):
         for i, img, error in batch:
             if error is None:
                 out[i] = img
             elif skip_bad:
                 warnings.warn(f"skipping: {error}")
-                bad.append(i)
+                bad[i] = error
             else:
                 raise BadImageError(error)
     return bad
 
 
-def _allocate(n, size, mmap_file):
-    """The cache tensor: in memory, or backed by a file (datasets larger than memory)."""
-    if not mmap_file:
-        return torch.empty((n, 3, size, size), dtype=torch.uint8)
-    Path(mmap_file).parent.mkdir(parents=True, exist_ok=True)
-    arr = np.lib.format.open_memmap(mmap_file, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
-    return torch.from_numpy(arr)
+def decode_cached(paths, size, num_workers, skip_bad, mmap_file, progress=False):
+    """decode_all into the memory-mapped cache file mmap_file (named by image_cache.cache_file):
+    a complete one is reused read-only, else it is written under a temp name and renamed."""
+    shape = (len(paths), 3, size, size)
+    done = image_cache.open_complete(mmap_file, shape)
+    if done is not None:
+        cache, bad = done
+        for error in bad.values():
+            if not skip_bad:
+                raise BadImageError(error)
+            warnings.warn(f"skipping: {error}")
+        return cache, bad
+    tmp, array = image_cache.new_cache(mmap_file, shape)
+    try:
+        bad = decode_all(paths, size, num_workers, skip_bad, torch.from_numpy(array), progress)
+        return image_cache.publish(tmp, mmap_file, array, bad), bad
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def build_image_set(paths, labels, mask_paths, size, num_workers=0, skip_bad=False,
                     mmap_file="", progress=False):
-    """Decode a split into an ImageSet; unreadable files raise, or are dropped when skip_bad."""
-    cache = _allocate(len(paths), size, mmap_file)
-    bad = set(decode_all(paths, size, num_workers, skip_bad, cache, progress))
+    """Decode a split into an ImageSet (in memory, or in the memory-mapped file mmap_file);
+    unreadable files raise, or are dropped when skip_bad."""
+    if mmap_file:
+        cache, bad = decode_cached(paths, size, num_workers, skip_bad, mmap_file, progress)
+    else:
+        cache = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+        bad = decode_all(paths, size, num_workers, skip_bad, cache, progress)
     keep = [i for i in range(len(paths)) if i not in bad]
     if bad:
         cache = cache[keep]

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from data import (build_image_set, cache_on_device, make_batch, rotation_angles, take,
                   to_device)
+from image_cache import cache_file
 from masks import checked_class_files
 from model import DifferNet, anomaly_score, flow_parameters, load_alexnet_features, nll_loss
 from checkpoints import (checkpoint_path, data_fingerprint, new_state, restore, save_checkpoint,
@@ -175,14 +176,16 @@ def load_class_data(cfg, class_name, progress=False):
     train_paths, (test_paths, test_labels, test_masks), bad_masks = checked_class_files(
         cfg["dataset_path"], class_name, cfg["skip_bad_images"])
 
-    def mmap(split):
-        return os.path.join(cfg["cache_mmap"], f"{class_name}_{split}.npy") if cfg["cache_mmap"] else ""
+    def mmap(split, paths):
+        return (cache_file(cfg["cache_mmap"], class_name, split, paths, cfg["img_size"])
+                if cfg["cache_mmap"] else "")
 
     common = dict(size=cfg["img_size"], num_workers=cfg["num_workers"],
                   skip_bad=cfg["skip_bad_images"], progress=progress)
     train = build_image_set(train_paths, np.zeros(len(train_paths), np.int64),
-                            [None] * len(train_paths), mmap_file=mmap("train"), **common)
-    test = build_image_set(test_paths, test_labels, test_masks, mmap_file=mmap("test"), **common)
+                            [None] * len(train_paths), mmap_file=mmap("train", train_paths), **common)
+    test = build_image_set(test_paths, test_labels, test_masks, mmap_file=mmap("test", test_paths),
+                           **common)
     test.skipped += bad_masks
     if len(train) == 0:
         raise FileNotFoundError(f"no readable training images for '{class_name}'")
