@@ -194,3 +194,37 @@ def format_config(cfg):
     """The resolved config, one name per line, for printing once at the start."""
     width = max(len(k) for k in cfg)
     return "\n".join(f"  {k:<{width}} = {cfg[k]!r}" for k in sorted(cfg))
+
+
+def output_settings(cfg):
+    """(name, folder) of every folder a run writes into."""
+    names = (["checkpoint_dir"] if cfg["save_model"] else []) + ["results_dir"]
+    return [(name, cfg[name]) for name in names + (["cache_mmap"] if cfg["cache_mmap"] else [])]
+
+
+def class_folders(dataset_path, class_names):
+    """The class folders of dataset_path: those named in class_names, and every sub-folder laid
+    out like a class (with train/ or test/)."""
+    root = Path(dataset_path).resolve()
+    found = {root / name for name in class_names}
+    found |= {d for d in root.iterdir() if d.is_dir()
+              and ((d / "train").is_dir() or (d / "test").is_dir())}
+    return sorted(found)
+
+
+def check_outputs_outside_data(cfg):
+    """Outputs never become inputs: an output folder that is dataset_path itself or lies in a
+    class folder would have its files read as data (or removed by a preparation re-run)."""
+    root = Path(cfg["dataset_path"]).resolve()
+    folders = class_folders(root, cfg["class_names"])
+    for name, value in output_settings(cfg):
+        out = Path(value).resolve()
+        if out == root:
+            raise ValueError(f"config '{name}' is dataset_path itself ('{value}'): its per-class "
+                             f"folders would be the class folders of the data; choose a "
+                             f"{name} outside dataset_path")
+        inside = [d for d in folders if out == d or d in out.parents]
+        if inside:
+            raise ValueError(f"config '{name}'='{value}' lies inside class folder '{inside[0]}' "
+                             f"of dataset_path: its files would mix with the data; choose a "
+                             f"{name} outside the class folders of dataset_path")

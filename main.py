@@ -20,7 +20,8 @@ from masks import checked_class_files
 from model import WeightsUnavailableError, load_alexnet_features
 from harness.results import write_results
 from harness.runs import check_checkpoints, lock_runs, release_locks, run_one, run_units
-from configurator import default_values, format_config, resolve_config
+from configurator import (check_outputs_outside_data, default_values, format_config,
+                          resolve_config)
 from utils import check_writable, exit_with, resolve_device, return_freed_memory_to_os
 
 # ranks wait for each other only at the end, after training all their runs: hours, not minutes
@@ -89,6 +90,7 @@ def check_outputs_and_data(cfg):
     Every rank checks every class, so all of them stop together."""
     for class_name in cfg["class_names"]:
         checked_class_files(cfg["dataset_path"], class_name, cfg["skip_bad_images"])
+    check_outputs_outside_data(cfg)
     load_alexnet_features(cfg["pretrained"], cfg["weights_path"])  # offline, wrong file: now
     # last, as they create the output folders: a run refused for its input leaves none behind
     if cfg["save_model"]:
