@@ -66,7 +66,8 @@ def same_aspect(mask_size, image_wh):
 def named(items):
     """The first few items of a warning's list, and how many more there are."""
     shown = "; ".join(items[:NAMED_AT_MOST])
-    return shown + (f"; and {len(items) - NAMED_AT_MOST} more" if len(items) > NAMED_AT_MOST else "")
+    more = len(items) - NAMED_AT_MOST
+    return shown + (f"; and {more} more" if more > 0 else "")
 
 
 def check_masks(class_name, paths, labels, masks, skip_bad):

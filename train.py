@@ -183,7 +183,8 @@ def load_class_data(cfg, class_name, progress=False):
     common = dict(size=cfg["img_size"], num_workers=cfg["num_workers"],
                   skip_bad=cfg["skip_bad_images"], progress=progress)
     train = build_image_set(train_paths, np.zeros(len(train_paths), np.int64),
-                            [None] * len(train_paths), mmap_file=mmap("train", train_paths), **common)
+                            [None] * len(train_paths), mmap_file=mmap("train", train_paths),
+                            **common)
     test = build_image_set(test_paths, test_labels, test_masks, mmap_file=mmap("test", test_paths),
                            **common)
     test.skipped += bad_masks
