@@ -53,6 +53,10 @@ def check_launcher_environment(environ):
         if not environ.get(name, "0").isdigit():
             raise ValueError(f"launcher variable {name}={environ[name]!r} is not a number; "
                              f"launch with torchrun --nproc_per_node=N main.py ...")
+    if not int(environ["RANK"]) < int(environ["WORLD_SIZE"]):
+        raise ValueError(f"launcher variables RANK={environ['RANK']} and WORLD_SIZE="
+                         f"{environ['WORLD_SIZE']} do not fit (RANK must be below WORLD_SIZE); "
+                         f"launch with torchrun --nproc_per_node=N main.py ...")
 
 
 def distributed_setup(cfg):

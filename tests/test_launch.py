@@ -37,6 +37,10 @@ def test_single_process_environments_pass(monkeypatch):
     main.check_launcher_environment(dict(TORCHRUN, LOCAL_RANK="0"))
     with pytest.raises(ValueError, match="RANK='x' is not a number"):
         main.check_launcher_environment(dict(TORCHRUN, RANK="x"))
+    with pytest.raises(ValueError, match="RANK=2 and WORLD_SIZE=2 do not fit"):
+        main.check_launcher_environment(dict(TORCHRUN, RANK="2"))
+    with pytest.raises(ValueError, match="RANK=0 and WORLD_SIZE=0 do not fit"):
+        main.check_launcher_environment(dict(TORCHRUN, WORLD_SIZE="0"))
 
 
 @pytest.mark.parametrize("command", [["main.py", "--help"], ["evaluate.py", "--help"]])
