@@ -11,9 +11,9 @@ images' scores, config threshold_percentile) unless --threshold is given. When t
 is laid out like a class's test set (good/ and defect sub-folders), the image AUROC, AUPR
 and F1-max are printed too and written to OUT/metrics.csv.
 
-An image's score depends on that image alone: it is scored on its own, with the paper's
-evaluation rotations (n_transforms_test evenly spaced angles, i*360/n), whatever else is
-scored with it. The stored threshold comes from the same rotations of the training images.
+An image's score depends on that image alone: it is scored on its own, with
+n_transforms_test evenly spaced rotations (i*360/n, test_rotations' 'fixed' mode), whatever
+else is scored with it. The stored threshold comes from the same rotations of the training images.
 The per-epoch AUROC of training uses config test_rotations (seeded random angles by
 default), so on a class's test folder the AUROC here can differ slightly from results.csv.
 An --out folder inside the scored folder is never scored itself.
@@ -102,8 +102,8 @@ def decode(paths, size):
 
 
 def score_files(model, cfg, paths, device):
-    """One score per readable file, each from the paper's evenly spaced evaluation rotations
-    of that image alone: batches never mix images, so no other file can change a score."""
+    """One score per readable file, each from evenly spaced rotations of that image alone:
+    batches never mix images, so no other file can change a score."""
     images, good, errors = decode(paths, cfg["img_size"])
     angles = rotation_angles(1, cfg["n_transforms_test"], "fixed", None)
     scores = [float(score_images(model, image.unsqueeze(0), angles, device,
