@@ -16,7 +16,8 @@ n_transforms_test evenly spaced rotations (i*360/n, test_rotations' 'fixed' mode
 else is scored with it. The stored threshold comes from the same rotations of the training images.
 The per-epoch AUROC of training uses config test_rotations (seeded random angles by
 default), so on a class's test folder the AUROC here can differ slightly from results.csv.
-An --out folder inside the scored folder is never scored itself.
+What evaluate.py wrote below the scored folder (--out, and the maps/ beside an earlier
+run's scores.csv) is never scored itself.
 """
 import argparse
 import ast
@@ -36,6 +37,8 @@ from train import build_model, score_images
 from utils import check_writable, exit_with, resolve_device, write_csv
 
 
+SCORES_CSV = "scores.csv"
+SCORES_HEADER = ("image", "score", "verdict", "threshold")
 REQUIRED_CONFIG = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "dropout",
                    "clamp_alpha", "n_transforms_test", "test_rotations", "seed", "backbone_batch")
 
@@ -66,23 +69,36 @@ def is_inside(path, folder):
     return path == folder or folder in path.parents
 
 
-def collect_images(target, out=None):
-    """A single file, or every image file below a folder (non-image files ignored). The
-    output folder `out` is left out when it lies inside the target, so a rerun never scores
-    the maps of the previous one (when out is the target itself, only its maps/ folder)."""
+def earlier_outputs(target, out):
+    """Folders below the target that evaluate.py wrote: `out` (only its maps/ when it is the
+    target itself) and the maps/ beside every scores.csv of an earlier run."""
+    found = []
+    if is_inside(out, target):
+        found.append(Path(out) / "maps" if is_inside(target, out) else Path(out))
+    for scores in target.rglob(SCORES_CSV):
+        if not scores.is_file():
+            continue
+        # utf-8-sig: the header matches also after a spreadsheet saved the file with a BOM
+        with open(scores, encoding="utf-8-sig", errors="replace") as f:
+            if f.readline().strip() == ",".join(SCORES_HEADER):
+                found.append(scores.parent / "maps")
+    return found
+
+
+def collect_images(target, out):
+    """A single file, or every image file below a folder (non-image files ignored). What
+    evaluate.py wrote below the target is left out, so a rerun never scores earlier maps."""
     target = Path(target)
     if target.is_file():
         return [target]
     if not target.is_dir():
         raise FileNotFoundError(f"'{target}' is neither an image file nor a folder")
-    own_output = None
-    if out is not None and is_inside(out, target):
-        own_output = Path(out) / "maps" if is_inside(target, out) else Path(out)
+    outputs = earlier_outputs(target, out)
     # a class folder's ground_truth/ holds masks, not images to score
     files = sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith(".")
                    and "ground_truth" not in p.relative_to(target).parts
                    and p.suffix.lower() in IMAGE_EXTENSIONS
-                   and not (own_output is not None and is_inside(p, own_output)))
+                   and not any(is_inside(p, folder) for folder in outputs))
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
                                 f"below '{target}'")
@@ -185,8 +201,7 @@ def run(args):
     rows = verdict_rows(paths, scores, threshold)
     if args.maps:
         write_maps(model, cfg, paths, scores, threshold, args, device)
-    write_csv(Path(args.out) / "scores.csv", ["image", "score", "verdict", "threshold"], rows,
-              setting="--out")
+    write_csv(Path(args.out) / SCORES_CSV, SCORES_HEADER, rows, setting="--out")
     report_metrics(paths, scores, args.target, args.out)
     print(f"{len(rows)} image(s) scored (threshold {threshold:.4f}), {len(errors)} skipped; "
           f"wrote {Path(args.out) / 'scores.csv'}")

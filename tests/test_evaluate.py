@@ -68,3 +68,14 @@ def test_a_rerun_never_scores_its_own_outputs(trained, tmp_path, inside):
     second = scores_of(trained, folder, out, "--maps=True")
     assert len(first) == 8 and list(second) == list(first)
     assert len(list((out / "maps").rglob("*.png"))) == 8
+
+
+def test_the_maps_of_an_earlier_run_elsewhere_in_the_folder_are_not_scored(trained, tmp_path):
+    folder = tmp_path / "images"
+    shutil.copytree(trained["class_dir"] / "test", folder)
+    first = scores_of(trained, folder, folder / "eval1", "--maps=True")
+    scores_csv = folder / "eval1" / "scores.csv"  # as a spreadsheet saves it again
+    scores_csv.write_bytes(b"\xef\xbb\xbf" + scores_csv.read_bytes().replace(b"\r\n", b"\n")
+                           .replace(b"\n", b"\r\n"))
+    second = scores_of(trained, folder, tmp_path / "eval2", "--maps=True")
+    assert list(second) == list(first) and len(first) == 8
