@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import atomic_write
+from utils import FILE_MODE, atomic_write
 
 SETTING = "cache_mmap"
 KEY_LENGTH = 16  # hex digits of the key in the file name
@@ -99,6 +99,7 @@ def publish(tmp, path, array, errors):
     """Flush the filled temp cache and rename it to its final name, its error list first.
     Returns the published cache opened copy-on-write."""
     array.flush()
+    os.chmod(tmp, FILE_MODE)  # mkstemp makes it owner-only; runs of other users may share it
     atomic_write(errors_file(path), lambda t: Path(t).write_text(
         json.dumps({str(i): message for i, message in errors.items()})), setting=SETTING)
     os.replace(tmp, path)

@@ -16,6 +16,12 @@ from image_cache import cache_file
 from train import load_class_data
 
 
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def config(tmp_path, **extra):
     return resolve_config(tiny_args(tmp_path, **{"cache_mmap": str(tmp_path / "mmap"), **extra}))
 
@@ -30,7 +36,9 @@ def test_runs_of_two_sizes_sharing_the_folder_keep_their_own_images(tmp_path, to
     large, _ = load_class_data(config(tmp_path, img_size=128), "toy")
     assert large.images.shape[-1] == 128
     assert torch.equal(small.images, expected)  # the other run did not write into this one
-    assert len([f for f in cache_files(tmp_path) if f.endswith(".npy")]) == 4
+    caches = [f for f in cache_files(tmp_path) if f.endswith(".npy")]
+    assert len(caches) == 4
+    assert os.stat(tmp_path / "mmap" / caches[0]).st_mode & 0o777 == 0o666 & ~current_umask()
 
 
 def test_a_complete_cache_is_reused_without_being_written(tmp_path, toy_class):
