@@ -23,6 +23,7 @@ CACHE_DEVICES = ("auto", "cpu", "device")
 NON_NEGATIVE = ("transf_brightness", "transf_contrast", "transf_saturation",
                 "num_workers", "weight_decay", "n_misses")
 MAX_SEED = 2 ** 32 - 1  # numpy's SeedSequence / np.random.seed accept 0 .. 2**32 - 1
+COMMAND_LINE = "command line"  # the source of --name=value overrides in messages
 
 
 def default_values():
@@ -54,8 +55,10 @@ def _apply(cfg, name, value, source):
     if name in RENAMED:
         raise KeyError(f"{RENAMED[name]} (from {source})")
     if name not in cfg:
+        private = ("" if source == COMMAND_LINE else f"; if '{name}' only helps compute other "
+                   f"settings, name it '_{name}': a leading underscore keeps it private")
         raise KeyError(f"unknown config name '{name}' (from {source}); "
-                       f"known names are listed in config.py")
+                       f"known names are listed in config.py{private}")
     _check_type(name, value, cfg[name])
     cfg[name] = float(value) if isinstance(cfg[name], float) else value
 
@@ -69,7 +72,9 @@ def _error_line(exc, path):
 def _run_preset(path):
     """Execute a preset; a syntax or runtime error is one line naming the file and line."""
     try:
-        code = compile(Path(path).read_text(), path, "exec")
+        # from bytes, as Python reads a script: a UTF-8 byte-order mark (Windows editors) and
+        # \r\n line endings are accepted
+        code = compile(Path(path).read_bytes(), path, "exec")
     except SyntaxError as e:
         raise ValueError(f"preset '{path}', line {e.lineno}: syntax error: {e.msg}") from None
     scope = {}
@@ -116,7 +121,7 @@ def resolve_config(argv=()):
             _apply_preset(cfg, arg)
         else:
             name, value = _parse_override(arg)
-            _apply(cfg, name, value, "command line")
+            _apply(cfg, name, value, COMMAND_LINE)
     validate_config(cfg)
     cfg["seed"] = cfg["seeds"][0]  # the seed of one run; main.py sets it per run
     cfg["n_feat"] = 256 * cfg["n_scales"]  # AlexNet's last conv layer has 256 channels per scale
@@ -189,3 +194,37 @@ def format_config(cfg):
     """The resolved config, one name per line, for printing once at the start."""
     width = max(len(k) for k in cfg)
     return "\n".join(f"  {k:<{width}} = {cfg[k]!r}" for k in sorted(cfg))
+
+
+def output_settings(cfg):
+    """(name, folder) of every folder a run writes into."""
+    names = (["checkpoint_dir"] if cfg["save_model"] else []) + ["results_dir"]
+    return [(name, cfg[name]) for name in names + (["cache_mmap"] if cfg["cache_mmap"] else [])]
+
+
+def class_folders(dataset_path, class_names):
+    """The class folders of dataset_path: those named in class_names, and every sub-folder laid
+    out like a class (with train/ or test/)."""
+    root = Path(dataset_path).resolve()
+    found = {root / name for name in class_names}
+    found |= {d for d in root.iterdir() if d.is_dir()
+              and ((d / "train").is_dir() or (d / "test").is_dir())}
+    return sorted(found)
+
+
+def check_outputs_outside_data(cfg):
+    """Outputs never become inputs: an output folder that is dataset_path itself or lies in a
+    class folder would have its files read as data (or removed by a preparation re-run)."""
+    root = Path(cfg["dataset_path"]).resolve()
+    folders = class_folders(root, cfg["class_names"])
+    for name, value in output_settings(cfg):
+        out = Path(value).resolve()
+        if out == root:
+            raise ValueError(f"config '{name}' is dataset_path itself ('{value}'): its per-class "
+                             f"folders would be the class folders of the data; choose a "
+                             f"{name} outside dataset_path")
+        inside = [d for d in folders if out == d or d in out.parents]
+        if inside:
+            raise ValueError(f"config '{name}'='{value}' lies inside class folder '{inside[0]}' "
+                             f"of dataset_path: its files would mix with the data; choose a "
+                             f"{name} outside the class folders of dataset_path")

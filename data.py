@@ -20,6 +20,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+import image_cache
+
 SKIP_HINT = ", or set skip_bad_images=True to leave it out with a warning"  # main.py's remedy
 READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)  # what PIL raises on bad files
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -116,6 +118,7 @@ class ClassFiles(NamedTuple):
     test: list
     labels: np.ndarray  # per test image: 0 normal, 1 anomalous
     masks: list         # per test image: mask path, or None
+    skipped: tuple = ()  # test images left out for an unreadable mask (skip_bad_images)
 
 
 def list_class(dataset_path, class_name):
@@ -169,36 +172,53 @@ def _collate(items):
 
 
 def decode_all(paths, size, num_workers, skip_bad, out, progress=False):
-    """Fill `out` (N, 3, S, S) uint8 with the resized images; returns indices of bad files."""
+    """Fill `out` (N, 3, S, S) uint8 with the resized images; returns {index: error} of the
+    files that could not be decoded (skip_bad; without it the first one raises)."""
     loader = DataLoader(_DecodeDataset(paths, size), batch_size=16, num_workers=num_workers,
                         collate_fn=_collate)
-    bad = []
+    bad = {}
     for batch in tqdm(loader, desc="decoding", disable=not progress, leave=False):
         for i, img, error in batch:
             if error is None:
                 out[i] = img
             elif skip_bad:
                 warnings.warn(f"skipping: {error}")
-                bad.append(i)
+                bad[i] = error
             else:
                 raise BadImageError(error)
     return bad
 
 
-def _allocate(n, size, mmap_file):
-    """The cache tensor: in memory, or backed by a file (datasets larger than memory)."""
-    if not mmap_file:
-        return torch.empty((n, 3, size, size), dtype=torch.uint8)
-    Path(mmap_file).parent.mkdir(parents=True, exist_ok=True)
-    arr = np.lib.format.open_memmap(mmap_file, mode="w+", dtype=np.uint8, shape=(n, 3, size, size))
-    return torch.from_numpy(arr)
+def decode_cached(paths, size, num_workers, skip_bad, mmap_file, progress=False):
+    """decode_all into the memory-mapped cache file mmap_file (named by image_cache.cache_file):
+    a complete one is reused read-only, else it is written under a temp name and renamed."""
+    shape = (len(paths), 3, size, size)
+    done = image_cache.open_complete(mmap_file, shape)
+    if done is not None:
+        cache, bad = done
+        for error in bad.values():
+            if not skip_bad:
+                raise BadImageError(error)
+            warnings.warn(f"skipping: {error}")
+        return cache, bad
+    tmp, array = image_cache.new_cache(mmap_file, shape)
+    try:
+        bad = decode_all(paths, size, num_workers, skip_bad, torch.from_numpy(array), progress)
+        return image_cache.publish(tmp, mmap_file, array, bad), bad
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def build_image_set(paths, labels, mask_paths, size, num_workers=0, skip_bad=False,
                     mmap_file="", progress=False):
-    """Decode a split into an ImageSet; unreadable files raise, or are dropped when skip_bad."""
-    cache = _allocate(len(paths), size, mmap_file)
-    bad = set(decode_all(paths, size, num_workers, skip_bad, cache, progress))
+    """Decode a split into an ImageSet (in memory, or in the memory-mapped file mmap_file);
+    unreadable files raise, or are dropped when skip_bad."""
+    if mmap_file:
+        cache, bad = decode_cached(paths, size, num_workers, skip_bad, mmap_file, progress)
+    else:
+        cache = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+        bad = decode_all(paths, size, num_workers, skip_bad, cache, progress)
     keep = [i for i in range(len(paths)) if i not in bad]
     if bad:
         cache = cache[keep]
@@ -310,40 +330,3 @@ def rotation_angles(n_images, n_transforms, mode, generator):
         return (torch.arange(n_transforms, dtype=torch.float32) * 360.0 / n_transforms).repeat(
             n_images, 1)
     return torch.empty(n_images, n_transforms).uniform_(-180.0, 180.0, generator=generator)
-
-
-def check_mask(path):
-    """Decode a ground-truth mask once, before training, so a bad one cannot fail the run later."""
-    try:
-        with Image.open(path) as mask:
-            mask.load()
-    except (Image.DecompressionBombError, *READ_ERRORS) as e:
-        raise BadImageError(f"cannot read mask '{path}': {e}. Replace it (prepare_visa.py writes "
-                            f"masks anew), or set skip_bad_images=True to leave its image out "
-                            f"with a warning") from None
-
-
-def drop_unreadable_masks(paths, labels, masks, skip_bad):
-    """Test files whose mask, if any, decodes; a bad mask raises, or with skip_bad its image is
-    left out with a warning. Returns (paths, labels, masks, skipped paths)."""
-    keep, skipped = [], []
-    for i, mask in enumerate(masks):
-        try:
-            if mask is not None:
-                check_mask(mask)
-            keep.append(i)
-        except BadImageError as e:
-            if not skip_bad:
-                raise
-            warnings.warn(f"skipping: {e}")
-            skipped.append(paths[i])
-    return ([paths[i] for i in keep], np.asarray(labels)[keep], [masks[i] for i in keep],
-            skipped)
-
-
-def warn_missing_masks(class_name, labels, masks):
-    """Anomalous images without a mask are left out of the pixel metrics: say how many."""
-    missing = [i for i, (label, m) in enumerate(zip(labels, masks)) if label == 1 and m is None]
-    if missing and len(missing) < int(np.sum(labels == 1)):
-        warnings.warn(f"{len(missing)} anomalous test image(s) of '{class_name}' have no mask in "
-                      f"ground_truth/; the pixel metrics cover only the images that have one")

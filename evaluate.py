@@ -4,11 +4,20 @@
                        [--device=auto]
 
 One line per image (score and verdict) and OUT/scores.csv; with --maps, one
-gradient-map figure per image in OUT/maps. The verdict threshold is the one
-stored in the checkpoint (a percentile of the training images' scores, config
-threshold_percentile) unless --threshold is given. When the folder is laid out
-like a class's test set (good/ and defect sub-folders), the image AUROC, AUPR and
-F1-max are printed too and written to OUT/metrics.csv.
+gradient-map figure per image in OUT/maps, at the image's path below the target with
+'.png' appended (good/x.jpg -> maps/good/x.jpg.png), so no two images share a map. The
+verdict threshold is the one stored in the checkpoint (a percentile of the training
+images' scores, config threshold_percentile) unless --threshold is given. When the folder
+is laid out like a class's test set (good/ and defect sub-folders), the image AUROC, AUPR
+and F1-max are printed too and written to OUT/metrics.csv.
+
+An image's score depends on that image alone: it is scored on its own, with
+n_transforms_test evenly spaced rotations (i*360/n, test_rotations' 'fixed' mode), whatever
+else is scored with it. The stored threshold comes from the same rotations of the training images.
+The per-epoch AUROC of training uses config test_rotations (seeded random angles by
+default), so on a class's test folder the AUROC here can differ slightly from results.csv.
+What evaluate.py wrote below the scored folder (--out, and the maps/ beside an earlier
+run's scores.csv) is never scored itself.
 """
 import argparse
 import ast
@@ -17,7 +26,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from torchvision.models import alexnet
 
 from checkpoints import load_checkpoint
@@ -26,10 +34,12 @@ from localization import gradient_map
 from metrics import image_metrics
 from model import Speed
 from harness.figures import save_map_figure
-from train import build_model, evaluation_generator, score_images
-from utils import check_writable, resolve_device, write_csv
+from train import build_model, score_images
+from utils import check_writable, exit_with, resolve_device, write_csv
 
 
+SCORES_CSV = "scores.csv"
+SCORES_HEADER = ("image", "score", "verdict", "threshold")
 REQUIRED_CONFIG = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "dropout",
                    "clamp_alpha", "n_transforms_test", "test_rotations", "seed", "backbone_batch")
 
@@ -55,17 +65,42 @@ def load_trained_model(path, device):
     return model.to(device).eval(), cfg, state.get("threshold")
 
 
-def collect_images(target):
-    """A single file, or every image file below a folder (non-image files ignored)."""
+def is_inside(path, folder):
+    """Whether path is folder or lies below it (links resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def earlier_outputs(target, out):
+    """Folders below the target that evaluate.py wrote: `out` (only its maps/ when it is the
+    target itself) and the maps/ beside every scores.csv of an earlier run."""
+    found = []
+    if is_inside(out, target):
+        found.append(Path(out) / "maps" if is_inside(target, out) else Path(out))
+    for scores in target.rglob(SCORES_CSV):
+        if not scores.is_file():
+            continue
+        # utf-8-sig: the header matches also after a spreadsheet saved the file with a BOM
+        with open(scores, encoding="utf-8-sig", errors="replace") as f:
+            if f.readline().strip() == ",".join(SCORES_HEADER):
+                found.append(scores.parent / "maps")
+    return found
+
+
+def collect_images(target, out):
+    """A single file, or every image file below a folder (non-image files ignored). What
+    evaluate.py wrote below the target is left out, so a rerun never scores earlier maps."""
     target = Path(target)
     if target.is_file():
         return [target]
     if not target.is_dir():
         raise FileNotFoundError(f"'{target}' is neither an image file nor a folder")
+    outputs = earlier_outputs(target, out)
     # a class folder's ground_truth/ holds masks, not images to score
     files = sorted(p for p in target.rglob("*") if p.is_file() and not p.name.startswith(".")
                    and "ground_truth" not in p.relative_to(target).parts
-                   and p.suffix.lower() in IMAGE_EXTENSIONS)
+                   and p.suffix.lower() in IMAGE_EXTENSIONS
+                   and not any(is_inside(p, folder) for folder in outputs))
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
                                 f"below '{target}'")
@@ -85,20 +120,20 @@ def decode(paths, size):
 
 
 def score_files(model, cfg, paths, device):
-    """Scores with the test rotations of training (seeded), one per readable file."""
+    """One score per readable file, each from evenly spaced rotations of that image alone:
+    batches never mix images, so no other file can change a score."""
     images, good, errors = decode(paths, cfg["img_size"])
-    if not images:
-        return [], [], errors
-    angles = rotation_angles(len(images), cfg["n_transforms_test"], cfg["test_rotations"],
-                             evaluation_generator(cfg["seed"], 0, stream=2))
-    scores = score_images(model, torch.stack(images), angles, device)
-    return good, scores.tolist(), errors
+    angles = rotation_angles(1, cfg["n_transforms_test"], "fixed", None)
+    scores = [float(score_images(model, image.unsqueeze(0), angles, device)[0])
+              for image in images]
+    return good, scores, errors
 
 
 def map_name(path, target):
-    """good/000.JPG -> good_000.png: unique across the sub-folders of the target."""
+    """good/000.JPG -> good/000.JPG.png: the image's path below the target, '.png' appended,
+    so good/x.jpg, good/x.png and good_x.png keep three maps."""
     relative = Path(path).relative_to(target) if Path(target).is_dir() else Path(Path(path).name)
-    return "_".join(relative.with_suffix(".png").parts)
+    return relative.with_name(relative.name + ".png")
 
 
 def parse_bool(text):
@@ -153,7 +188,7 @@ def write_maps(model, cfg, paths, scores, threshold, args, device):
 def run(args):
     """Everything checkable first (device, images, checkpoint, output folder), then scoring."""
     device = resolve_device(args.device)
-    files = collect_images(args.target)
+    files = collect_images(args.target, args.out)
     model, cfg, stored = load_trained_model(args.checkpoint, device)
     check_writable(args.out, "out")  # creates --out: only once the inputs are known to be good
     if args.threshold is not None and not math.isfinite(args.threshold):
@@ -168,8 +203,7 @@ def run(args):
     rows = verdict_rows(paths, scores, threshold)
     if args.maps:
         write_maps(model, cfg, paths, scores, threshold, args, device)
-    write_csv(Path(args.out) / "scores.csv", ["image", "score", "verdict", "threshold"], rows,
-              setting="--out")
+    write_csv(Path(args.out) / SCORES_CSV, SCORES_HEADER, rows, setting="--out")
     report_metrics(paths, scores, args.target, args.out)
     print(f"{len(rows)} image(s) scored (threshold {threshold:.4f}), {len(errors)} skipped; "
           f"wrote {Path(args.out) / 'scores.csv'}")
@@ -187,6 +221,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         rows, errors = run(args)
+    except BrokenPipeError:
+        raise  # stdout's reader stopped reading (| head): exit_with ends quietly
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -194,4 +230,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

@@ -8,6 +8,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from data import rotate, rotation_angles, to_device
+from masks import read_mask
 from metrics import PixelMetrics
 from model import nll_loss
 from train import transformed
@@ -40,8 +41,7 @@ def mask_at(mask_path, size):
     """Ground truth as a (size, size) bool array, resized with nearest neighbour; None if no mask."""
     if mask_path is None:
         return None
-    with Image.open(mask_path) as m:
-        return np.asarray(m.convert("L").resize((size, size), Image.NEAREST)) > 0
+    return np.asarray(read_mask(mask_path).resize((size, size), Image.NEAREST)) > 0
 
 
 class MapSource:

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import torch
 
-from data import BadImageError, drop_unreadable_masks, list_class
+from data import BadImageError
 from harness.locks import RunLockedError, remove_stale_temps
+from masks import checked_class_files
 from model import WeightsUnavailableError, load_alexnet_features
 from harness.results import write_results
 from harness.runs import check_checkpoints, lock_runs, release_locks, run_one, run_units
-from configurator import default_values, format_config, resolve_config
-from utils import check_writable, resolve_device, return_freed_memory_to_os
+from configurator import (check_outputs_outside_data, default_values, format_config,
+                          resolve_config)
+from utils import check_writable, exit_with, resolve_device, return_freed_memory_to_os
 
 # ranks wait for each other only at the end, after training all their runs: hours, not minutes
 GATHER_TIMEOUT = timedelta(days=7)
@@ -32,8 +34,34 @@ def shard(units, rank, world_size):
     return list(units)[rank::world_size]
 
 
+LAUNCHER_VARIABLES = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")  # torchrun sets all
+
+
+def check_launcher_environment(environ):
+    """A half-set torchrun environment (a variable exported by hand, a launcher that sets only
+    some) is one line naming what is missing, not a KeyError deep in torch."""
+    present = [name for name in LAUNCHER_VARIABLES if environ.get(name)]
+    ranks = [name for name in present if name in ("WORLD_SIZE", "RANK")]
+    if not ranks or ranks == ["WORLD_SIZE"] and environ["WORLD_SIZE"] == "1":
+        return  # one process (an exported MASTER_ADDR alone launches nothing)
+    missing = [name for name in LAUNCHER_VARIABLES if name not in present]
+    if missing:
+        raise ValueError(f"incomplete launcher environment: {', '.join(present)} set but "
+                         f"{', '.join(missing)} missing; launch several processes with torchrun "
+                         f"--nproc_per_node=N main.py ..., or unset {', '.join(present)} for one")
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        if not environ.get(name, "0").isdigit():
+            raise ValueError(f"launcher variable {name}={environ[name]!r} is not a number; "
+                             f"launch with torchrun --nproc_per_node=N main.py ...")
+    if not int(environ["RANK"]) < int(environ["WORLD_SIZE"]):
+        raise ValueError(f"launcher variables RANK={environ['RANK']} and WORLD_SIZE="
+                         f"{environ['WORLD_SIZE']} do not fit (RANK must be below WORLD_SIZE); "
+                         f"launch with torchrun --nproc_per_node=N main.py ...")
+
+
 def distributed_setup(cfg):
     """(rank, world_size, device): torchrun's environment, or a single process."""
+    check_launcher_environment(os.environ)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return 0, 1, resolve_device(cfg["device"])
@@ -62,12 +90,12 @@ def gather_rows(rows, rank, world_size):
 def check_outputs_and_data(cfg):
     """Errors that would otherwise surface hours later: unwritable outputs, missing classes,
     unavailable AlexNet weights, unreadable masks (unless skip_bad_images leaves their images
-    out, class by class). Returns the data.ClassFiles of every class, listed once here.
+    out, class by class). Returns the data.ClassFiles of every class, listed and checked once
+    here (the masks' warnings come here, before any training).
     Every rank checks every class, so all of them stop together."""
-    files = {c: list_class(cfg["dataset_path"], c) for c in cfg["class_names"]}
-    if not cfg["skip_bad_images"]:
-        for f in files.values():
-            drop_unreadable_masks(f.test, f.labels, f.masks, skip_bad=False)
+    files = {c: checked_class_files(cfg["dataset_path"], c, cfg["skip_bad_images"])
+             for c in cfg["class_names"]}
+    check_outputs_outside_data(cfg)
     # a missing or wrong weights file fails here, not when the first run builds its model
     load_alexnet_features(cfg["pretrained"], cfg["weights_path"])
     # last, as they create the output folders: a run refused for its input leaves none behind
@@ -183,6 +211,8 @@ def main(argv):
         return 0
     try:
         return report_failures(run(argv))
+    except BrokenPipeError:
+        raise  # stdout's reader stopped reading (| head): exit_with ends quietly
     except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, BadImageError,
             WeightsUnavailableError, RunLockedError, StartRefusedError, OSError) as e:
         if os.environ.get("DIFFERNET_DEBUG"):
@@ -196,4 +226,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_with(main, sys.argv[1:])

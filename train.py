@@ -12,8 +12,8 @@ import torch
 from tqdm import tqdm
 
 from checkpoints import data_fingerprint, new_state, restore, snapshot
-from data import (build_image_set, cache_on_device, drop_unreadable_masks, make_batch,
-                  rotation_angles, take, to_device, warn_missing_masks)
+from data import build_image_set, cache_on_device, make_batch, rotation_angles, take, to_device
+from image_cache import cache_file
 from metrics import image_metrics
 from model import (DifferNet, Speed, anomaly_score, flow_parameters, load_alexnet_features,
                    nll_loss)
@@ -178,31 +178,27 @@ def score_images(model, images, angles, device, progress=False):
 
 
 def evaluation_generator(seed, epoch, stream=0):
-    """A generator for one evaluation's random angles (stream 0: test set, 1: training images),
+    """A generator for one evaluation's random angles (stream 0: the test set's per epoch),
     independent of the training stream, so a resumed run draws the same angles."""
     state = np.random.SeedSequence([seed, stream, epoch]).generate_state(1)[0]
     return torch.Generator().manual_seed(int(state))
 
 
 def load_class_data(cfg, files, progress=False):
-    """Decoded train and test ImageSets of a class (data.ClassFiles; cache in memory or
-    memory-mapped); with skip_bad_images, the images of unreadable masks are left out here."""
-    test_paths, test_labels, test_masks = files.test, files.labels, files.masks
-    bad_masks = []
-    if cfg["skip_bad_images"]:  # without it, main.py has decoded every mask before any work
-        test_paths, test_labels, test_masks, bad_masks = drop_unreadable_masks(
-            test_paths, test_labels, test_masks, skip_bad=True)
-    warn_missing_masks(files.name, test_labels, test_masks)
-
-    def mmap(split):
-        return os.path.join(cfg["cache_mmap"], f"{files.name}_{split}.npy") if cfg["cache_mmap"] else ""
+    """Decoded train and test ImageSets of a class (data.ClassFiles with its masks checked,
+    masks.checked_class_files; cache in memory or memory-mapped)."""
+    def mmap(split, paths):
+        return (cache_file(cfg["cache_mmap"], files.name, split, paths, cfg["img_size"])
+                if cfg["cache_mmap"] else "")
 
     common = dict(size=cfg["img_size"], num_workers=cfg["num_workers"],
                   skip_bad=cfg["skip_bad_images"], progress=progress)
     train = build_image_set(files.train, np.zeros(len(files.train), np.int64),
-                            [None] * len(files.train), mmap_file=mmap("train"), **common)
-    test = build_image_set(test_paths, test_labels, test_masks, mmap_file=mmap("test"), **common)
-    test.skipped += bad_masks
+                            [None] * len(files.train), mmap_file=mmap("train", files.train),
+                            **common)
+    test = build_image_set(files.test, files.labels, files.masks,
+                           mmap_file=mmap("test", files.test), **common)
+    test.skipped += list(files.skipped)  # images of unreadable masks, left out
     if len(train) == 0:
         raise FileNotFoundError(f"no readable training images for '{files.name}'")
     if np.unique(test.labels).size < 2:
@@ -348,7 +344,9 @@ def kept_checkpoint(writer):
 
 
 def training_threshold(model, train_images, cfg, device, progress=False):
-    """Verdict threshold: the threshold_percentile-th percentile of the training images' scores."""
-    scores = score_set(model, train_images, cfg, device,
-                       evaluation_generator(cfg["seed"], 0, stream=1), progress)
+    """Verdict threshold: the threshold_percentile-th percentile of the training images' scores,
+    each from the evenly spaced rotations evaluate.py scores new images with, so that a new
+    image's score and the threshold are comparable whatever test_rotations says."""
+    angles = rotation_angles(len(train_images), cfg["n_transforms_test"], "fixed", None)
+    scores = score_images(model, train_images, angles, device, progress)
     return float(np.percentile(scores, cfg["threshold_percentile"]))

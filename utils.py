@@ -4,6 +4,7 @@ import ctypes
 import math
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,6 +43,19 @@ def return_freed_memory_to_os():
         libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
     except (OSError, AttributeError):
         pass
+
+
+def exit_with(main_fn, *args):
+    """Run a command-line entry point and exit with its return code. Output cut short by a
+    reader that stopped reading (`python main.py --help | head`) ends quietly."""
+    try:
+        code = main_fn(*args)
+        sys.stdout.flush()  # here, not at interpreter exit, where the error could not be caught
+    except BrokenPipeError:
+        # the reader is gone: stdout points at /dev/null so the final flush is silent too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE: what a shell tool cut short by `head` exits with
+    sys.exit(code)
 
 
 def seed_everything(seed):

@@ -86,8 +86,8 @@ def test_evaluate_scores_a_folder_applies_threshold_and_reports_bad_files(traine
         assert float(r["threshold"]) == pytest.approx(threshold, rel=1e-5)
         assert r["verdict"] == ("anomalous" if float(r["score"]) > float(r["threshold"]) else "normal")
     assert sum(r["verdict"] == "anomalous" for r in rows if "/anomaly/" in r["image"]) >= 10
-    maps = sorted(p.name for p in (out / "maps").iterdir())
-    assert len(maps) == 18 and maps[0] == "anomaly_000.png" and maps[-1] == "good_005.png"
+    maps = sorted(str(p.relative_to(out / "maps")) for p in (out / "maps").rglob("*.png"))
+    assert len(maps) == 18 and maps[0] == "anomaly/000.JPG.png" and maps[-1] == "good/005.JPG.png"
     assert evaluate.main([ckpt, str(folder), "--out", str(out), "--threshold=1e9"]) == 0
     with open(out / "scores.csv") as f:
         assert all(r["verdict"] == "normal" for r in csv.DictReader(f))
