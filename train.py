@@ -299,7 +299,9 @@ def train_class(cfg, class_name, device, ckpt=None, log=print, tag=None):
                 f"[{tag}] {e} in meta epoch {state['epoch'] + 1}; "
                 f"{kept_checkpoint(ckpt, cfg['save_model'])}. Lower lr_init or clamp_alpha") from None
         state["loss_history"].append(loss)
-        state["train_seconds"] += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        state["train_seconds"] += seconds
+        state.setdefault("epoch_seconds", []).append(seconds)  # history.csv's seconds column
         if state["epoch"] == cfg["meta_epochs"]:
             state["threshold"] = training_threshold(model, train_images, cfg, device, progress)
         log(epoch_line(tag, state, cfg["meta_epochs"]))

@@ -88,8 +88,8 @@ def plot_score_histogram(path, labels, scores, threshold):
 
 
 def summary_plot(rows, results_dir, reference_label):
-    """Every class's final AUROC (the mean over seeds) beside its reference number."""
-    rows = [r for r in rows if r.get("class") != "mean"]
+    """Every class's final AUROC (the mean over seeds) beside its reference number; rows are
+    the class rows only (the mean row is not passed: a class may be called 'mean')."""
     names = [r["class"] for r in rows]
 
     def values(key):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from checkpoints import add_to_checkpoint, check_resumable, checkpoint_path, data_fingerprint
 from harness.locks import acquire_lock, release_lock, remove_stale_temps
+from harness.records import finish_run
 from harness.references import REFERENCES
 from harness.reports import class_reports
 from train import NonFiniteLossError, best_auroc, train_class
@@ -118,9 +119,10 @@ def run_one(cfg, class_name, seed, device):
     table = REFERENCES.get(cfg["reference"], {"auroc": {}})  # 'none': no reference column
     base = {"class": class_name, "seed": seed, "reference_auroc": table["auroc"].get(class_name)}
     try:
-        return train_and_report(cfg, class_name, seed, device, base)
+        row = train_and_report(cfg, class_name, seed, device, base)
     except Exception as e:  # noqa: BLE001 - a run's failure must not end the other runs
         if os.environ.get("DIFFERNET_DEBUG"):
             traceback.print_exc()
         print(f"ERROR [{run_tag(cfg, class_name, seed)}] {type(e).__name__}: {e}", file=sys.stderr)
-        return {**base, "status": f"failed: {failure_reason(e)}"}
+        row = {**base, "status": f"failed: {failure_reason(e)}"}
+    return finish_run(cfg, run_paths(cfg, class_name, seed)[1], row, run_tag(cfg, class_name, seed))
