@@ -101,6 +101,7 @@ def summary_plot(rows, results_dir, reference_label):
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("image AUROC")
-    ax.legend(loc="lower right", fontsize="small")
+    # above the axes: inside, it would hide the bars it explains
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize="small")
     fig.tight_layout()
     save_figure(fig, Path(results_dir) / "summary.png")

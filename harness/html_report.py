@@ -80,12 +80,21 @@ def table_section(results_dir, rows, mean, reference, anchors, other_lines):
     return out
 
 
+def short_number(text):
+    """A CSV's full-precision float with 4 decimals; other text as it is."""
+    try:
+        return text if float(text).is_integer() else f"{float(text):.4f}"
+    except ValueError:
+        return text
+
+
 def per_defect_table(path):
     rows = read_csv_rows(path)
     if not rows:
         return []
     head = "".join(f"<th>{esc(k)}</th>" for k in rows[0])
-    body = ["<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r.values()) + "</tr>" for r in rows]
+    body = ["<tr>" + "".join(f"<td>{esc(short_number(v))}</td>" for v in r.values()) + "</tr>"
+            for r in rows]
     return ["<h4>per defect type</h4><table>", f"<tr>{head}</tr>"] + body + ["</table>"]
 
 

@@ -41,3 +41,8 @@ def loss_that_turns_nan_at(call, real_loss):
         value = real_loss(z, log_det)
         return value * float("nan") if calls["n"] == call else value
     return loss
+
+
+def pytest_configure(config):
+    """Markers used by the tests (registered here: the repository has no pytest.ini)."""
+    config.addinivalue_line("markers", "slow: an end-to-end run of a minute or more on a CPU")
