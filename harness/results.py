@@ -56,7 +56,8 @@ def class_columns(reference_header, n_seeds):
 
 def with_std(columns):
     """Each (key, header) as a mean column and its *_std twin."""
-    return [c for key, head in columns for c in ((key, f"{head} mean"), (f"{key}_std", f"{head} std"))]
+    return [c for key, head in columns
+            for c in ((key, f"{head} mean"), (f"{key}_std", f"{head} std"))]
 
 
 def _values(rows, key):
@@ -154,11 +155,13 @@ def markdown_table(rows, columns, n_seeds, mean):
     many classes it is."""
     shown = [(k, h[:-5] if h.endswith(" mean") else h) for k, h in columns
              if not (n_seeds > 1 and k.endswith("_std")) and k != "classes_in_mean"]
-    lines = ["| " + " | ".join(markdown_cell(h) for _, h in shown) + " |", "|" + "---|" * len(shown)]
+    lines = ["| " + " | ".join(markdown_cell(h) for _, h in shown) + " |",
+             "|" + "---|" * len(shown)]
     for row in rows:
         if row is mean:
             row = dict(row, **{"class": f"mean ({row['classes_in_mean']} classes)"})
-        lines.append("| " + " | ".join(markdown_cell(cell(row, k, n_seeds)) for k, _ in shown) + " |")
+        cells = [markdown_cell(cell(row, k, n_seeds)) for k, _ in shown]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

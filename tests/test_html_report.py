@@ -3,7 +3,6 @@ folder can be moved), names are escaped, and the misses gallery says score, thre
 import csv
 import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import unquote
 
 import pytest

@@ -147,7 +147,8 @@ def test_defects_csv_with_a_byte_order_mark_keeps_the_breakdown(trained, tmp_pat
     (class_dir / "defects.csv").write_text(rows, encoding="utf-8-sig")  # as spreadsheets save
     report(trained, tmp_path, n_misses=0, pixel_auroc=False)
     out = tmp_path / "results" / "toy"
-    assert [(r["defect"], r["images"]) for r in read_csv(out / "per_defect.csv")] == [("hole", "12")]
+    rows = read_csv(out / "per_defect.csv")
+    assert [(r["defect"], r["images"]) for r in rows] == [("hole", "12")]
 
 
 def test_history_and_divergence_come_with_the_reports(trained, tmp_path):
