@@ -112,8 +112,10 @@ def mean_reference(averaged, reference):
     """(value, how it was found) of the mean row's reference: the published mean when the
     averaged classes are exactly the reference's classes, the mean of their own reference
     values when they are fewer, n/a when one of them has none."""
-    if reference == "none" or not averaged:
-        return None, "no reference"
+    if reference == "none":
+        return None, "n/a (reference = 'none')"
+    if not averaged:
+        return None, "n/a: no class has finished"
     table = REFERENCES[reference]
     values = [r.get("reference_auroc") for r in averaged]
     if any(v is None for v in values):

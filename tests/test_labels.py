@@ -33,7 +33,8 @@ def test_mean_reference_is_the_mean_of_the_classes_in_the_table():
     assert value == pytest.approx((VISA["candle"] + VISA["pcb1"]) / 2)
     assert "not the published mean" in note
     assert mean_reference(rows_of(["candle", "toy"]), "visa")[0] is None
-    assert mean_reference(rows_of(["candle"]), "none") == (None, "no reference")
+    assert mean_reference(rows_of(["candle"]), "none") == (None, "n/a (reference = 'none')")
+    assert mean_reference([], "visa") == (None, "n/a: no class has finished")
 
 
 def test_mean_reference_is_the_published_mean_when_every_class_is_in_the_table():
