@@ -4,6 +4,7 @@ with, when it finished) and history.csv (one row per evaluation).
 The results table is rebuilt from these records by every command, so runs of different
 commands (one job per class on a cluster, a class today and another tomorrow) add up.
 """
+import hashlib
 import json
 import math
 import sys
@@ -40,6 +41,12 @@ def method_settings(cfg):
     return json.loads(json.dumps({k: cfg[k] for k in METHOD_KEYS}))
 
 
+def fingerprint(method):
+    """A short digest of method settings: equal digests, equal settings (for people comparing
+    run.json files; the table compares the settings themselves, to name what differs)."""
+    return hashlib.sha1(json.dumps(method, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def _plain(value):
     """A row value JSON can hold: NaN (undefined metric) becomes null."""
     if isinstance(value, float) and math.isnan(value):
@@ -49,10 +56,11 @@ def _plain(value):
 
 def write_record(cfg, folder, row):
     """results/<class>/[seed<k>/]run.json, by temp file + rename."""
+    method = method_settings(cfg)
     record = {"format": RECORD_FORMAT, "class": row["class"], "seed": row["seed"],
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "finished_epoch_s": time.time(), "method": method_settings(cfg),
-              "row": {k: _plain(v) for k, v in row.items()}}
+              "finished_epoch_s": time.time(), "fingerprint": fingerprint(method),
+              "method": method, "row": {k: _plain(v) for k, v in row.items()}}
     path = Path(folder) / RECORD_NAME
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"),
                  setting="results_dir")

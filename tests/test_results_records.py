@@ -14,7 +14,7 @@ from configurator import default_values, resolve_config
 from conftest import tiny_args
 from harness.records import (METHOD_KEYS, NOT_METHOD_KEYS, finish_run, read_records,
                              write_history, write_record)
-from harness.tables import rebuild_results, tables_lock
+from harness.tables import add_missing_records, rebuild_results, tables_lock
 
 
 def read_csv(path):
@@ -72,6 +72,19 @@ def test_the_newest_record_of_a_run_wins_when_it_lies_in_both_layouts(tmp_path):
     write_record(cfg, tmp_path / "results" / "toy" / "seed0", finished_row("toy", 0, 0.9))
     matching, other = read_records(tmp_path / "results", cfg)
     assert [r["row"]["auroc_last"] for r in matching] == [0.9] and other == []
+
+
+def test_rank_zero_records_the_runs_of_ranks_on_other_machines(tmp_path):
+    cfg = config(tmp_path)
+    ours, theirs = finished_row("toy", 0, 0.9), finished_row("toy", 1, 0.1)
+    write_record(cfg, tmp_path / "results" / "toy" / "seed0", ours)
+    before = (tmp_path / "results" / "toy" / "seed0" / "run.json").read_text()
+    add_missing_records(cfg, [ours, theirs],
+                        lambda row: tmp_path / "results" / "toy" / f"seed{row['seed']}")
+    assert (tmp_path / "results" / "toy" / "seed0" / "run.json").read_text() == before
+    record = json.loads((tmp_path / "results" / "toy" / "seed1" / "run.json").read_text())
+    assert record["row"]["auroc_last"] == 0.1 and record["method"]["img_size"] == 64
+    assert len(record["fingerprint"]) == 12
 
 
 def rebuild_in_child(args):
