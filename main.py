@@ -1,7 +1,8 @@
 """Train DifferNet on every class of config.class_names, once per seed of config.seeds, and
-write the results table.
+rebuild the results table and report from every finished run in results_dir.
 
     python main.py [preset.py] [--name=value ...]
+    python main.py [preset.py] --report_only=True   (rebuild the table and report, no training)
     torchrun --nproc_per_node=N main.py ...   (rank r trains every N-th (class, seed) run)
 """
 import os
@@ -18,8 +19,9 @@ from data import BadImageError
 from harness.locks import RunLockedError, remove_stale_temps
 from masks import checked_class_files
 from model import WeightsUnavailableError, load_alexnet_features
-from harness.results import write_results
-from harness.runs import check_checkpoints, lock_runs, release_locks, run_one, run_units
+from harness.tables import add_missing_records, rebuild_results
+from harness.runs import (check_checkpoints, lock_runs, release_locks, run_one, run_paths,
+                          run_units)
 from configurator import (check_outputs_outside_data, default_values, format_config,
                           resolve_config)
 from utils import check_writable, exit_with, resolve_device, return_freed_memory_to_os
@@ -112,13 +114,21 @@ def configure_torch(cfg):
     torch.backends.cuda.matmul.allow_tf32 = cfg["tf32"]
 
 
-def write_tables(cfg, runs):
-    """Rank 0: the results files and the summary plot; returns the class rows."""
+def write_tables(cfg, rows, world_size):
+    """Rank 0: the results files, summary plot and index.html from every run record."""
     remove_stale_temps(cfg["results_dir"], recursive=False, min_age=SHARED_TEMP_AGE)
-    rows = write_results(runs, cfg["class_names"], len(cfg["seeds"]), cfg["results_dir"],
-                         cfg["reference"])
-    print(Path(cfg["results_dir"], "results.md").read_text())
-    return rows
+    if world_size > 1:  # ranks on other machines wrote their records there
+        add_missing_records(cfg, rows, lambda row: run_paths(cfg, row["class"], row["seed"])[1])
+    rebuild_results(cfg)
+
+
+def report_only(cfg):
+    """--report_only=True: the table and report from the records already in results_dir."""
+    if not Path(cfg["results_dir"]).is_dir():
+        raise FileNotFoundError(f"config 'results_dir': '{cfg['results_dir']}' does not exist, so "
+                                f"there are no runs to report; pass the results_dir of the runs")
+    rebuild_results(cfg)
+    return []
 
 
 def agree_to_start(error, world_size):
@@ -162,6 +172,8 @@ def run(argv):
     """Train every run of this process; rank 0 writes the table. Returns the run rows."""
     return_freed_memory_to_os()
     cfg = resolve_config(argv)
+    if cfg["report_only"]:
+        return report_only(cfg)
     rank, world_size, device = distributed_setup(cfg)
     configure_torch(cfg)
     if cfg["make_demo_data"]:
@@ -178,7 +190,7 @@ def run(argv):
         release_locks(locks)
     rows = gather_rows(rows, rank, world_size)
     if rank == 0:
-        write_tables(cfg, rows)
+        write_tables(cfg, rows, world_size)
     return rows
 
 

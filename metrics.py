@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
 # Keys sorted together per step of the descending sweep; bounds the temporaries (~60 MB).
@@ -38,7 +38,7 @@ def image_metrics(labels, scores):
                     (sklearn average_precision_score, anomalous = positive).
       f1_max:       max over thresholds t of F1 = 2PR/(P+R), where P and R are the
                     precision and recall of the rule "anomalous iff score >= t" and t runs
-                    over the distinct scores (sklearn precision_recall_curve).
+                    over the distinct scores (computed from integer counts).
       f1_threshold: the smallest such t attaining f1_max.
     When labels hold a single class every value is nan (with one warning).
     """
@@ -52,17 +52,30 @@ def image_metrics(labels, scores):
     if np.unique(labels).size < 2:
         warnings.warn("image_metrics: labels hold a single class; returning nan", stacklevel=2)
         return dict.fromkeys(names, float("nan"))
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
-    # The curve's last point (P=1, R=0) has no threshold; drop it.
-    precision, recall = precision[:-1], recall[:-1]
-    denominator = precision + recall
-    f1 = np.divide(2 * precision * recall, denominator,
-                   out=np.zeros_like(denominator), where=denominator > 0)
-    best = int(np.argmax(f1))  # thresholds ascend, so ties resolve to the lowest one
+    thresholds, f1 = f1_per_threshold(labels, scores)
+    # exact ties: the largest index with f1 == max is the smallest threshold attaining it
+    best = len(f1) - 1 - int(np.argmax(f1[::-1]))
     return {"auroc": float(roc_auc_score(labels, scores)),
             "aupr": float(average_precision_score(labels, scores)),
             "f1_max": float(f1[best]),
             "f1_threshold": float(thresholds[best])}
+
+
+def f1_per_threshold(labels, scores):
+    """(distinct scores in descending order, F1 of "anomalous iff score >= t" for each).
+
+    F1 = 2 TP / (2 TP + FP + FN) from integer counts: one float division of exact integers,
+    so two thresholds with equal F1 give bit-equal values (2PR/(P+R) in floating point can
+    round an exact tie apart and pick the wrong one).
+    """
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_labels = scores[order], labels[order].astype(np.int64)
+    last_of_each = np.flatnonzero(np.diff(sorted_scores, append=-np.inf))  # end of each tie run
+    true_positives = np.cumsum(sorted_labels)[last_of_each]
+    false_positives = last_of_each + 1 - true_positives
+    positives = int(sorted_labels.sum())
+    f1 = 2 * true_positives / (true_positives + false_positives + positives)
+    return sorted_scores[last_of_each], f1
 
 
 def _sortable_bits(scores):

@@ -274,7 +274,8 @@ def after_epoch(state, loss, scores, auroc, seconds):
             "loss_history": state["loss_history"] + [loss],
             "auroc_history": state["auroc_history"] + [auroc],
             "test_scores": torch.from_numpy(scores),
-            "train_seconds": state["train_seconds"] + seconds}
+            "train_seconds": state["train_seconds"] + seconds,
+            "epoch_seconds": state.get("epoch_seconds", []) + [seconds]}  # for history.csv
 
 
 class Trained(NamedTuple):

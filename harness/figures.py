@@ -88,19 +88,20 @@ def plot_score_histogram(path, labels, scores, threshold):
 
 
 def summary_plot(rows, results_dir, reference_label):
-    """Every class's final AUROC (the mean over seeds) beside its reference number."""
-    rows = [r for r in rows if r.get("class") != "mean"]
+    """Every class's final AUROC (the mean over seeds) beside its reference number; rows are
+    the class rows only (the mean row is not passed: a class may be called 'mean')."""
     names = [r["class"] for r in rows]
 
     def values(key):
         return [np.nan if r.get(key) is None else r[key] for r in rows]
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(names) + 2), 4))
-    ax.bar(x - 0.2, values("auroc_last"), 0.4, label="this run (last epoch)")
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names) + 2), 4.5))
+    ax.bar(x - 0.2, values("auroc_last"), 0.4, label="these runs (last epoch, mean over seeds)")
     ax.bar(x + 0.2, values("reference_auroc"), 0.4, label=reference_label)
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("image AUROC")
-    ax.legend(loc="lower right", fontsize="small")
+    # above the axes: inside, it would hide the bars it explains
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize="small")
     fig.tight_layout()
     save_figure(fig, Path(results_dir) / "summary.png")

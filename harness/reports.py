@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from data import IMAGE_EXTENSIONS
+from harness.health import divergence_reason
+from harness.records import write_history
 from harness.figures import plot_auroc_history, plot_roc, plot_score_histogram, save_map_figure
 from localization import MapSource, pixel_report
 from metrics import image_metrics
@@ -14,14 +16,18 @@ from utils import write_csv
 
 DEFECTS_CSV = "defects.csv"  # per class folder: columns image (file stem), defect
 PER_DEFECT_COLUMNS = ["defect", "images", "auroc", "mean_score", "below_threshold"]
-MISSES_COLUMNS = ["kind", "rank", "image", "defect", "score", "threshold"]
+MISSES_COLUMNS = ["kind", "rank", "image", "defect", "score", "threshold", "vs_threshold", "figure"]
+# the anomalous images with the lowest scores and the normal ones with the highest: the ones
+# nearest to being missed or false alarms, whichever side of the threshold they fall on
+LOWEST_ANOMALOUS, HIGHEST_NORMAL = "lowest_scored_anomalous", "highest_scored_normal"
+MISSES_FOLDER, MAPS_FOLDER = "misses", "maps"
 
 
 def read_defects_csv(path):
     """{image stem: defect type} from a class's defects.csv; {} when there is none."""
     if not Path(path).is_file():
         return {}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # spreadsheets write a BOM
         reader = csv.DictReader(f)
         if not {"image", "defect"} <= set(reader.fieldnames or ()):
             warnings.warn(f"'{path}' lacks the columns image,defect (image = file stem), found "
@@ -63,8 +69,15 @@ def worst_misses(labels, scores, k):
     anomalous, normal = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     low = anomalous[np.argsort(scores[anomalous], kind="stable")][:k]
     high = normal[np.argsort(-scores[normal], kind="stable")][:k]
-    return ([("missed_anomaly", r + 1, int(i)) for r, i in enumerate(low)]
-            + [("false_alarm", r + 1, int(i)) for r, i in enumerate(high)])
+    return ([(LOWEST_ANOMALOUS, r + 1, int(i)) for r, i in enumerate(low)]
+            + [(HIGHEST_NORMAL, r + 1, int(i)) for r, i in enumerate(high)])
+
+
+def side_of_threshold(score, threshold):
+    """'above' (verdict anomalous), 'below' (at or below: verdict normal), '' without one."""
+    if threshold is None:
+        return ""
+    return "above" if score > threshold else "below"
 
 
 def write_misses(out, misses, test_set, scores, types, threshold, heat_of):
@@ -73,12 +86,27 @@ def write_misses(out, misses, test_set, scores, types, threshold, heat_of):
     for kind, rank, i in misses:
         path = Path(test_set.paths[i])
         score = float(scores[i])
-        save_map_figure(out / f"{kind}_{rank:02d}_{path.parent.name}_{path.stem}.png", path,
-                        heat_of(i), test_set.mask_paths[i], score, threshold,
+        side = side_of_threshold(score, threshold)
+        figure = f"{kind}_{rank:02d}_{path.parent.name}_{path.stem}.png"
+        save_map_figure(out / figure, path, heat_of(i), test_set.mask_paths[i], score, threshold,
                         label=f"({types[i]}, {kind.replace('_', ' ')} #{rank})")
         rows.append([kind, rank, str(path), types[i], repr(score),
-                     "" if threshold is None else repr(float(threshold))])
+                     "" if threshold is None else repr(float(threshold)), side, figure])
     write_csv(out / "misses.csv", MISSES_COLUMNS, rows)
+
+
+def clear_outputs(folder):
+    """Remove what an earlier run wrote into a misses/ or maps/ folder (its figures and
+    misses.csv), so no figure of another model stays beside this run's. Files of other kinds
+    are not ours and stay; the folder goes when nothing else is left."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.is_file() and (path.suffix == ".png" or path.name == "misses.csv"):
+            path.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def map_figures(out, indices, test_set, scores, threshold, heat_of):
@@ -92,7 +120,7 @@ def map_figures(out, indices, test_set, scores, threshold, heat_of):
 def class_reports(trained, cfg, device, out_dir):
     """Write the figures and analysis files of a finished run (train.Trained) into out_dir and
     return its metrics: aupr, f1_max, f1_threshold, pixel_auroc, aupro, pixel_images,
-    masks_missing."""
+    masks_missing, divergence (None, or why the run counts as diverged)."""
     model, state, test_set = trained.model, trained.state, trained.test_set
     class_name, out = state["class_name"], Path(out_dir)
     labels, scores = test_set.labels, state["test_scores"].numpy()
@@ -110,7 +138,11 @@ def class_reports(trained, cfg, device, out_dir):
              and (labels[i] == 1 or cfg["grad_map_all"])]
     heat_of = MapSource(model, test_set, cfg, device, [i for _, _, i in misses] + shown)
     metrics.update(pixel_report(heat_of, test_set, cfg))
+    clear_outputs(out / MISSES_FOLDER)
     if misses:
-        write_misses(out / "misses", misses, test_set, scores, types, threshold, heat_of)
-    map_figures(out / "maps", shown, test_set, scores, threshold, heat_of)
+        write_misses(out / MISSES_FOLDER, misses, test_set, scores, types, threshold, heat_of)
+    clear_outputs(out / MAPS_FOLDER)
+    map_figures(out / MAPS_FOLDER, shown, test_set, scores, threshold, heat_of)
+    metrics["divergence"] = divergence_reason(state)
+    write_history(out, state, cfg["sub_epochs"])
     return metrics

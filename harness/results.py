@@ -2,7 +2,8 @@
 
 results_per_seed.csv keeps every run's row; results.csv and results.md hold one row per
 class (with several seeds: the mean and, beside it, the sample standard deviation over the
-seeds that finished) and a mean row over the classes.
+seeds that finished) and a mean row over the classes that finished. The runs come from the
+records of every finished run in results_dir (harness/records.py), not only this command's.
 """
 import math
 from pathlib import Path
@@ -31,8 +32,8 @@ COUNT_COLUMNS = [
     ("skipped_images", "skipped images"),
     ("masks_missing", "anomalous without mask"),
 ]
-MEAN_KEYS = ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro",
-             "reference_auroc")
+MEAN_KEYS = ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro")
+NOT_RUN = "not run"  # status of a class of class_names without a finished run
 
 
 def run_columns(reference_header):
@@ -44,13 +45,19 @@ def run_columns(reference_header):
 
 def class_columns(reference_header, n_seeds):
     """Columns of results.csv / results.md; with several seeds each metric has a *_std twin."""
-    metrics = METRIC_COLUMNS
+    metrics, times = METRIC_COLUMNS, TIME_COLUMNS
     if n_seeds > 1:
-        metrics = [c for key, head in METRIC_COLUMNS
-                   for c in ((key, f"{head} mean"), (f"{key}_std", f"{head} std"))]
+        metrics, times = with_std(METRIC_COLUMNS), with_std(TIME_COLUMNS)
     seeds = [("seeds_ok", "seeds finished")] if n_seeds > 1 else []
     return ([("class", "class")] + metrics + [("reference_auroc", reference_header)]
-            + COUNT_COLUMNS + TIME_COLUMNS + seeds + [("status", "status")])
+            + COUNT_COLUMNS + times + seeds + [("status", "status"),
+                                               ("classes_in_mean", "classes in mean")])
+
+
+def with_std(columns):
+    """Each (key, header) as a mean column and its *_std twin."""
+    return [c for key, head in columns
+            for c in ((key, f"{head} mean"), (f"{key}_std", f"{head} std"))]
 
 
 def _values(rows, key):
@@ -77,19 +84,46 @@ def aggregate_class(class_name, runs):
     return row
 
 
-def aggregate(runs, class_names):
-    """Class rows in the order of class_names, from run rows in any order."""
-    return [aggregate_class(c, [r for r in runs if r["class"] == c]) for c in class_names
-            if any(r["class"] == c for r in runs)]
+def aggregate(runs, class_names, references):
+    """Class rows in the order of class_names, from run rows in any order; a class without
+    a run gets a `not run` row. references: {class: reference AUROC}."""
+    rows = []
+    for class_name in class_names:
+        own = [r for r in runs if r["class"] == class_name]
+        row = aggregate_class(class_name, own) if own else {"class": class_name, "status": NOT_RUN}
+        rows.append(dict(row, reference_auroc=references.get(class_name)))
+    return rows
 
 
-def mean_row(rows):
-    """Mean over the classes that have a value, for the metric and reference columns."""
+def mean_row(rows, reference):
+    """Mean over the classes that have a value, for the metric columns; its reference and
+    classes_in_mean follow mean_reference."""
     mean = {"class": "mean"}
     for key in MEAN_KEYS:
         values = _values(rows, key)
         mean[key] = float(np.mean(values)) if values else None
+    averaged = [r for r in rows if _values([r], "auroc_last")]
+    mean["classes_in_mean"] = f"{len(averaged)} of {len(rows)}"
+    mean["reference_auroc"], mean["reference_note"] = mean_reference(averaged, reference)
     return mean
+
+
+def mean_reference(averaged, reference):
+    """(value, how it was found) of the mean row's reference: the published mean when the
+    averaged classes are exactly the reference's classes, the mean of their own reference
+    values when they are fewer, n/a when one of them has none."""
+    if reference == "none":
+        return None, "n/a (reference = 'none')"
+    if not averaged:
+        return None, "n/a: no class has finished"
+    table = REFERENCES[reference]
+    values = [r.get("reference_auroc") for r in averaged]
+    if any(v is None for v in values):
+        return None, "n/a: a class in the mean has no reference value"
+    if {r["class"] for r in averaged} == set(table["auroc"]):
+        return table["mean"], "the published mean (every class of the reference is in the table)"
+    return float(np.mean(values)), (f"the mean of the reference values of the {len(values)} "
+                                    f"classes in the mean, not the published mean")
 
 
 def cell(row, key, n_seeds):
@@ -112,12 +146,28 @@ def write_table_csv(path, rows, columns):
                                                for row in rows])
 
 
-def write_markdown(path, rows, columns, n_seeds):
-    """Markdown table; with several seeds the *_std columns fold into 'mean ± std' cells."""
+def markdown_cell(text):
+    """A table cell that cannot break its row: `|` escaped, line breaks made spaces."""
+    return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").splitlines())
+
+
+def markdown_table(rows, columns, n_seeds, mean):
+    """Lines of a Markdown table; with several seeds the *_std columns fold into 'mean ± std'
+    cells. The mean row (an object, not a name: a class may be called 'mean') says over how
+    many classes it is."""
     shown = [(k, h[:-5] if h.endswith(" mean") else h) for k, h in columns
-             if not (n_seeds > 1 and k.endswith("_std"))]
-    lines = ["| " + " | ".join(h for _, h in shown) + " |", "|" + "---|" * len(shown)]
-    lines += ["| " + " | ".join(cell(row, k, n_seeds) for k, _ in shown) + " |" for row in rows]
+             if not (n_seeds > 1 and k.endswith("_std")) and k != "classes_in_mean"]
+    lines = ["| " + " | ".join(markdown_cell(h) for _, h in shown) + " |",
+             "|" + "---|" * len(shown)]
+    for row in rows:
+        if row is mean:
+            row = dict(row, **{"class": f"mean ({row['classes_in_mean']} classes)"})
+        cells = [markdown_cell(cell(row, k, n_seeds)) for k, _ in shown]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_markdown(path, lines):
     atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"),
                  setting="results_dir")
 
@@ -127,18 +177,35 @@ def reference_header(name):
     return "reference AUROC" if name == "none" else f"reference AUROC: {REFERENCES[name]['label']}"
 
 
-def write_results(runs, class_names, n_seeds, results_dir, reference):
-    """results_per_seed.csv, results.csv, results.md and summary.png; returns the class rows + mean row."""
-    rows = aggregate(runs, class_names)
-    mean = mean_row(rows)
-    # the published mean, not a mean over the classes whose number could be confirmed
-    mean["reference_auroc"] = None if reference == "none" else REFERENCES[reference].get("mean")
-    rows.append(mean)
+def notes(mean, reference, other_lines):
+    """Lines under the Markdown table: the reference's source, how the mean row's reference
+    was found, and the runs left out for their other method settings."""
+    lines = [""]
+    if reference != "none":
+        lines.append(f"Reference: {REFERENCES[reference]['source']}.")
+    lines.append(f"Mean row: over {mean['classes_in_mean']} classes; its reference is "
+                 f"{mean['reference_note']}.")
+    if other_lines:
+        lines += ["", "Runs with other method settings (not in this table):"]
+        lines += [f"- {markdown_cell(line)}" for line in other_lines]
+    return lines
+
+
+def write_results(runs, class_names, results_dir, reference, other_lines=()):
+    """results_per_seed.csv, results.csv, results.md and summary.png from run rows (any order);
+    other_lines name runs left out. Returns (class rows, mean row)."""
+    # the reference of the current command: runs recorded under another are shown against it
+    references = REFERENCES.get(reference, {"auroc": {}})["auroc"]
+    runs = [dict(r, reference_auroc=references.get(r["class"])) for r in runs]
+    rows = aggregate(runs, class_names, references)
+    mean = mean_row(rows, reference)
+    n_seeds = max([sum(r["class"] == c for r in runs) for c in class_names] + [1])
     header = reference_header(reference)
     columns = class_columns(header, n_seeds)
     folder = Path(results_dir)
     write_table_csv(folder / "results_per_seed.csv", runs, run_columns(header))
-    write_table_csv(folder / "results.csv", rows, columns)
-    write_markdown(folder / "results.md", rows, columns, n_seeds)
+    write_table_csv(folder / "results.csv", rows + [mean], columns)
+    write_markdown(folder / "results.md", markdown_table(rows + [mean], columns, n_seeds, mean)
+                   + notes(mean, reference, other_lines))
     summary_plot(rows, folder, header)
-    return rows
+    return rows, mean

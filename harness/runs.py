@@ -11,6 +11,7 @@ from pathlib import Path
 from checkpoints import (CheckpointWriter, check_resumable, checkpoint_path,
                          legacy_checkpoint_path, snapshot)
 from harness.locks import acquire_lock, release_lock, remove_stale_temps
+from harness.records import finish_run
 from harness.references import REFERENCES
 from harness.reports import class_reports
 from train import DivergedError, best_auroc, train_class
@@ -141,10 +142,12 @@ def run_one(cfg, files, seed, device):
     base = {"class": files.name, "seed": seed,
             "reference_auroc": table["auroc"].get(files.name)}
     try:
-        return train_and_report(cfg, files, seed, device, base)
+        row = train_and_report(cfg, files, seed, device, base)
     except Exception as e:  # noqa: BLE001 - a run's failure must not end the other runs
         if os.environ.get("DIFFERNET_DEBUG"):
             traceback.print_exc()
         print(f"ERROR [{run_tag(cfg, files.name, seed)}] {type(e).__name__}: {e}",
               file=sys.stderr)
-        return {**base, "status": f"failed: {failure_reason(e)}"}
+        row = {**base, "status": f"failed: {failure_reason(e)}"}
+    return finish_run(cfg, run_paths(cfg, files.name, seed)[1], row,
+                      run_tag(cfg, files.name, seed))

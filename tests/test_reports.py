@@ -48,7 +48,7 @@ def report(trained, tmp_path, name="toy", **extra):
     scores = score_set(trained["model"], test_set.images, cfg, CPU, evaluation_generator(0, 0))
     state = {"test_scores": torch.from_numpy(scores), "threshold": trained["threshold"],
              "auroc_history": [0.5, float(image_metrics(labels, scores)["auroc"])],
-             "class_name": name}
+             "class_name": name, "loss_history": [1.0, 0.5]}
     out = tmp_path / "results" / name
     run = Trained(trained["model"], None, None, state, None, test_set, False)
     metrics = reports.class_reports(run, cfg, CPU, out)
@@ -112,7 +112,8 @@ def test_worst_misses_figures_and_table(trained, tmp_path):
     assert len(figures) == 6 and all(p.read_bytes()[:8] == PNG for p in figures)
     rows = read_csv(out / "misses" / "misses.csv")
     assert [(r["kind"], int(r["rank"])) for r in rows] == \
-        [("missed_anomaly", k) for k in (1, 2, 3)] + [("false_alarm", k) for k in (1, 2, 3)]
+        [("lowest_scored_anomalous", k) for k in (1, 2, 3)] + \
+        [("highest_scored_normal", k) for k in (1, 2, 3)]
     anomalous = np.sort(scores[test_set.labels == 1])
     normal = np.sort(scores[test_set.labels == 0])[::-1]
     assert [float(r["score"]) for r in rows[:3]] == pytest.approx(anomalous[:3].tolist())
@@ -120,8 +121,42 @@ def test_worst_misses_figures_and_table(trained, tmp_path):
     for r in rows:
         i = test_set.paths.index(r["image"])
         assert float(r["score"]) == pytest.approx(scores[i])
-        assert r["defect"] == ("anomaly" if r["kind"] == "missed_anomaly" else "good")
+        assert r["defect"] == ("anomaly" if r["kind"] == "lowest_scored_anomalous" else "good")
         assert float(r["threshold"]) == pytest.approx(trained["threshold"])
+        # the lowest-scored anomalous images are not all missed: the column says which are
+        assert r["vs_threshold"] == ("above" if scores[i] > trained["threshold"] else "below")
+        assert (out / "misses" / r["figure"]).read_bytes()[:8] == PNG
+
+
+def test_misses_and_maps_of_an_earlier_run_are_replaced(trained, tmp_path):
+    copy_class(trained, tmp_path)
+    _, _, _, _, out = report(trained, tmp_path, n_misses=3, pixel_auroc=False,
+                             grad_map_viz=True)
+    assert len(list((out / "maps").glob("*.png"))) == 12
+    (out / "misses" / "notes.txt").write_text("mine")  # not ours: stays
+    report(trained, tmp_path, n_misses=1, pixel_auroc=False)
+    assert len(list((out / "misses").glob("*.png"))) == 2
+    assert len(read_csv(out / "misses" / "misses.csv")) == 2
+    assert not (out / "maps").exists()
+    report(trained, tmp_path, n_misses=0, pixel_auroc=False)
+    assert sorted(p.name for p in (out / "misses").iterdir()) == ["notes.txt"]
+
+
+def test_defects_csv_with_a_byte_order_mark_keeps_the_breakdown(trained, tmp_path):
+    class_dir = copy_class(trained, tmp_path)
+    rows = "image,defect\r\n" + "".join(f"{i:03d},hole\r\n" for i in range(12))
+    (class_dir / "defects.csv").write_text(rows, encoding="utf-8-sig")  # as spreadsheets save
+    report(trained, tmp_path, n_misses=0, pixel_auroc=False)
+    out = tmp_path / "results" / "toy"
+    rows = read_csv(out / "per_defect.csv")
+    assert [(r["defect"], r["images"]) for r in rows] == [("hole", "12")]
+
+
+def test_history_and_divergence_come_with_the_reports(trained, tmp_path):
+    copy_class(trained, tmp_path)
+    metrics, _, _, _, out = report(trained, tmp_path, n_misses=0, pixel_auroc=False)
+    assert metrics["divergence"] is None
+    assert [r["meta_epoch"] for r in read_csv(out / "history.csv")] == ["1", "2"]
 
 
 def test_anomalous_image_without_mask_is_left_out_of_pixel_metrics(trained, tmp_path):
