@@ -13,6 +13,7 @@ from configurator import resolve_config
 from conftest import tiny_args
 from data import BadImageError, build_image_set
 from image_cache import cache_file
+from data import list_class
 from train import load_class_data
 
 
@@ -26,14 +27,18 @@ def config(tmp_path, **extra):
     return resolve_config(tiny_args(tmp_path, **{"cache_mmap": str(tmp_path / "mmap"), **extra}))
 
 
+def toy_files(tmp_path):
+    return list_class(str(tmp_path / "data"), "toy")
+
+
 def cache_files(tmp_path):
     return sorted(os.listdir(tmp_path / "mmap"))
 
 
 def test_runs_of_two_sizes_sharing_the_folder_keep_their_own_images(tmp_path, toy_class):
-    small, _ = load_class_data(config(tmp_path), "toy")
+    small, _ = load_class_data(config(tmp_path), toy_files(tmp_path))
     expected = small.images.clone()
-    large, _ = load_class_data(config(tmp_path, img_size=128), "toy")
+    large, _ = load_class_data(config(tmp_path, img_size=128), toy_files(tmp_path))
     assert large.images.shape[-1] == 128
     assert torch.equal(small.images, expected)  # the other run did not write into this one
     caches = [f for f in cache_files(tmp_path) if f.endswith(".npy")]
@@ -42,11 +47,11 @@ def test_runs_of_two_sizes_sharing_the_folder_keep_their_own_images(tmp_path, to
 
 
 def test_a_complete_cache_is_reused_without_being_written(tmp_path, toy_class):
-    first, _ = load_class_data(config(tmp_path), "toy")
+    first, _ = load_class_data(config(tmp_path), toy_files(tmp_path))
     files = {f: os.stat(tmp_path / "mmap" / f).st_mtime_ns for f in cache_files(tmp_path)}
     first.images[0].zero_()  # copy-on-write: reaches neither the file nor a later run
-    again, _ = load_class_data(config(tmp_path), "toy")
-    plain, _ = load_class_data(config(tmp_path, cache_mmap=""), "toy")
+    again, _ = load_class_data(config(tmp_path), toy_files(tmp_path))
+    plain, _ = load_class_data(config(tmp_path, cache_mmap=""), toy_files(tmp_path))
     assert torch.equal(again.images, plain.images)
     assert {f: os.stat(tmp_path / "mmap" / f).st_mtime_ns for f in cache_files(tmp_path)} == files
 

@@ -108,16 +108,16 @@ def test_two_commands_at_once_on_two_classes_leave_one_table_and_report(tmp_path
     with open(tmp_path / "results" / "results.csv", newline="") as f:
         table = {r["class"]: r for r in csv.DictReader(f)}
     assert set(table) == {"one", "two", "mean"}  # mean's classes_in_mean tells it apart
-    runs = {name: json.loads((tmp_path / "results" / name / "run.json").read_text())["row"]
+    runs = {name: json.loads((tmp_path / "results" / name / "seed0" / "run.json").read_text())["row"]
             for name in ("one", "two")}
     mean = (runs["one"]["auroc_last"] + runs["two"]["auroc_last"]) / 2
     assert float(table["mean"]["auroc_last"]) == pytest.approx(mean)
     assert table["mean"]["classes_in_mean"] == "2 of 2"
     for name in ("one", "two"):
-        history = (tmp_path / "results" / name / "history.csv").read_text().splitlines()
+        history = (tmp_path / "results" / name / "seed0" / "history.csv").read_text().splitlines()
         assert len(history) == 1 + 2  # header and one row per meta epoch
     parser = assert_links_resolve(tmp_path / "results" / "index.html")
     shown = [unquote(link) for link in parser.links if link.endswith(".png")]
-    assert "one/roc.png" in shown and "two/auroc.png" in shown
+    assert "one/seed0/roc.png" in shown and "two/seed0/auroc.png" in shown
     # n_misses=1: one anomalous and one normal figure per class, each an img and a link
     assert sum("/misses/" in link for link in shown) == 2 * 2 * 2

@@ -13,7 +13,7 @@ from conftest import tiny_args, train_toy
 from prepare.demo import write_demo_class
 from localization import gradient_map
 from localization import pixel_report
-from checkpoints import checkpoint_path
+from checkpoints import CheckpointWriter, checkpoint_path, snapshot
 from configurator import resolve_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -25,6 +25,8 @@ def trained(tmp_path_factory):
     write_demo_class(tmp / "data" / "toy", 0, size=64, n_train=24, n_test_good=6, n_test_bad=12)
     cfg = resolve_config(tiny_args(tmp, meta_epochs=3, sub_epochs=2, pixel_auroc=False))
     run = train_toy(cfg)
+    CheckpointWriter(checkpoint_path(cfg["checkpoint_dir"], "toy", 0)).write_now(
+        snapshot(run.model, run.optimizer, run.generator, cfg, run.state), run.state["epoch"])
     maps = [gradient_map(run.model, img, 8, torch.device("cpu")) for img in run.test_set.images]
     return dict(tmp=tmp, cfg=cfg, model=run.model, state=run.state, test_set=run.test_set,
                 maps=maps)

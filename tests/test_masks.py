@@ -41,8 +41,9 @@ def test_masks_of_another_aspect_are_named(toy_class):
     same_shape_other_size = toy_class / "ground_truth" / "anomaly" / "003.png"
     with Image.open(same_shape_other_size) as m:
         m.resize((32, 32), Image.NEAREST).save(same_shape_other_size)
-    (_, (_, _, masks), _), messages = warnings_of(
+    files, messages = warnings_of(
         lambda: checked_class_files(toy_class.parent, "toy", skip_bad=False))
+    masks = files.masks
     image = toy_class / "test" / "anomaly" / "002.JPG"
     assert messages == [f"1 mask(s) of 'toy' have another aspect ratio than their image and are "
                         f"stretched to it for the pixel metrics: mask '{mask}' 48x80 for image "
@@ -54,8 +55,9 @@ def test_empty_masks_count_as_missing_and_every_warning_names_the_class(toy_clas
     empty = toy_class / "ground_truth" / "anomaly" / "001.png"
     Image.new("L", (64, 64), 0).save(empty)
     (toy_class / "ground_truth" / "anomaly" / "004.png").unlink()
-    (_, (_, labels, masks), _), messages = warnings_of(
+    files, messages = warnings_of(
         lambda: checked_class_files(toy_class.parent, "toy", skip_bad=False))
+    labels, masks = files.labels, files.masks
     assert str(empty) not in masks
     assert sum(m is None for m, label in zip(masks, labels) if label == 1) == 2
     assert messages == [
