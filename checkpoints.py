@@ -156,9 +156,9 @@ def _unreadable_text(path, error):
     with open(path, "rb") as f:
         starts_like_ours = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
     if starts_like_ours and not zipfile.is_zipfile(path):  # the zip's directory at its end is gone
-        return (f"checkpoint '{path}' is damaged or incomplete ({type(error).__name__}: "
-                f"{str(error).splitlines()[0][:100]}), e.g. cut short by a full disk or a partial "
-                f"copy; delete it (or copy it again), or rerun with resume=False")
+        return (f"checkpoint '{path}' is damaged or incomplete ({type(error).__name__}), e.g. cut "
+                f"short by a full disk or a partial copy; copy it again, or delete it (or move it "
+                f"away) to train this run from scratch")
     return (f"'{path}' is not a DifferNet checkpoint (it cannot be read as plain tensors and "
             f"data: {type(error).__name__}); pass a checkpoint.pt written by main.py")
 
@@ -182,7 +182,7 @@ def check_checkpoint_matches(state, cfg, class_name, path):
         diffs.insert(0, f"class: checkpoint {state['class_name']!r} vs {class_name!r}")
     if diffs:
         raise ValueError(f"checkpoint '{path}' does not match this run; differing: "
-                         + "; ".join(diffs) + ". Delete it, or set resume=False or checkpoint_dir")
+                         + "; ".join(diffs) + ". Move it away, or choose another checkpoint_dir")
 
 
 def new_state(class_name, data):
@@ -200,7 +200,11 @@ def restore(model, optimizer, generator, cfg, files, path):
     if state["epoch"] < cfg["meta_epochs"]:
         state = {k: v for k, v in state.items() if k not in ("threshold", "metrics")}
     changed = changed_training_settings(state, cfg)
-    if changed:
+    if changed and state["epoch"] == cfg["meta_epochs"]:
+        warnings.warn(f"reading back the finished run '{path}', trained with other settings than "
+                      f"this command's: {', '.join(changed)}; its results and record keep the "
+                      f"settings it was trained with")
+    elif changed:
         warnings.warn(f"resuming '{path}' with settings other than it was trained with: "
                       f"{', '.join(changed)}; the result will differ from an uninterrupted run")
     model.flow.load_state_dict(state["flow"])
@@ -213,7 +217,7 @@ def restore(model, optimizer, generator, cfg, files, path):
     return {k: v for k, v in state.items() if k not in TENSOR_KEYS}
 
 
-TENSOR_KEYS = ("flow", "backbone", "optimizer", "rng_train", "rng_torch", "rng_cuda", "config")
+TENSOR_KEYS = ("flow", "backbone", "optimizer", "rng_train", "rng_torch", "rng_cuda")
 
 
 def snapshot(model, optimizer, generator, cfg, state, copy=False):
@@ -253,7 +257,7 @@ def check_same_data(state, data, class_name, path):
             f"then {_counts_text(old)}; now {_counts_text(data)}")
     raise ValueError(f"the data of '{class_name}' changed since checkpoint '{path}' was written "
                      f"({what}); its model and AUROCs do not describe these images. Restore the "
-                     f"data, or retrain with resume=False (or another checkpoint_dir)")
+                     f"data, or move the checkpoint away (or choose another checkpoint_dir) to retrain")
 
 
 def check_epochs(state, meta_epochs, path):
@@ -261,7 +265,7 @@ def check_epochs(state, meta_epochs, path):
     if state["epoch"] > meta_epochs:
         raise ValueError(f"checkpoint '{path}' holds {state['epoch']} meta epochs, more than "
                          f"meta_epochs={meta_epochs}; set meta_epochs >= {state['epoch']}, or "
-                         f"resume=False to retrain")
+                         f"move it away (or choose another checkpoint_dir) to retrain")
 
 
 def check_same_seed(state, seed, path):
@@ -282,7 +286,7 @@ def check_same_evaluation(state, cfg, path):
     if diffs:
         raise ValueError(f"finished checkpoint '{path}' was evaluated with other settings ("
                          f"{'; '.join(diffs)}); read it back with its settings, score images "
-                         f"with evaluate.py, or retrain with resume=False")
+                         f"with evaluate.py, or move it away (or choose another checkpoint_dir) to retrain")
 
 
 def check_fits(state, path, cfg, files):

@@ -185,7 +185,7 @@ def write_maps(model, cfg, paths, scores, threshold, args, device):
                         None, score, threshold, setting="--out")
 
 
-def run(args):
+def score_target(args):
     """Everything checkable first (device, images, checkpoint, output folder), then scoring."""
     device = resolve_device(args.device)
     files = collect_images(args.target, args.out)
@@ -220,7 +220,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     args = parser.parse_args(argv)
     try:
-        rows, errors = run(args)
+        rows, errors = score_target(args)
     except BrokenPipeError:
         raise  # stdout's reader stopped reading (| head): exit_with ends quietly
     except (ValueError, FileNotFoundError, OSError) as e:

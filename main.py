@@ -168,7 +168,7 @@ def start_runs(cfg, units, files, world_size):
     return locks
 
 
-def run(argv):
+def train_all(argv):
     """Train every run of this process; rank 0 writes the table. Returns the run rows."""
     return_freed_memory_to_os()
     cfg = resolve_config(argv)
@@ -222,7 +222,7 @@ def main(argv):
         print(f"{__doc__}\nconfig names and defaults (config.py):\n{format_config(default_values())}")
         return 0
     try:
-        return report_failures(run(argv))
+        return report_failures(train_all(argv))
     except BrokenPipeError:
         raise  # stdout's reader stopped reading (| head): exit_with ends quietly
     except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, BadImageError,

@@ -23,7 +23,7 @@ from pathlib import Path
 from prepare.acquire import add_source_options, check_one_source, obtain
 from prepare.archives import MTD
 from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class, check_apart,
-                            check_out_writable, file_digest, place_file, read_lines, run)
+                            check_out_writable, file_digest, place_file, read_lines, run_script)
 from prepare.manifest import check_against_manifest
 
 CLASS_NAME = "mtd"
@@ -179,7 +179,7 @@ def main(argv=None):
         root = args.mtd_root or obtain(MTD, args, Path(args.download_dir) / "MTD", args.out,
                                        is_mtd_top, check_download, MTD.unpacked_bytes)
         prepare(root, args.out, args.link, args.train_list)
-    return run(call)
+    return run_script(call)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prepare.acquire import add_source_options, check_one_source, obtain
 from prepare.archives import MVTEC
-from prepare.common import PrepareError, run
+from prepare.common import PrepareError, run_script
 from prepare.extract import read_extracted
 
 CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
@@ -73,7 +73,7 @@ def main(argv=None):
                         help="where the archive is extracted (config.dataset_path)")
     add_source_options(parser, MVTEC)
     args = parser.parse_args(argv)
-    return run(lambda: prepare(args))
+    return run_script(lambda: prepare(args))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 from prepare.acquire import add_source_options, check_one_source, obtain
 from prepare.archives import VISA
 from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class, check_apart,
-                            check_out_writable, file_digest, inside_root, place_file, run,
+                            check_out_writable, file_digest, inside_root, place_file, run_script,
                             text_digest)
 
 SPLIT_CSV = os.path.join("split_csv", "1cls.csv")
@@ -284,7 +284,7 @@ def main(argv=None):
         root = args.visa_root or obtain(VISA, args, Path(args.download_dir) / "VisA", args.out,
                                         is_visa_top, prepared_bytes=VISA.unpacked_bytes)
         prepare(root, args.out, args.classes, args.split_csv, args.link)
-    return run(call)
+    return run_script(call)
 
 
 if __name__ == "__main__":

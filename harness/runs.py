@@ -11,8 +11,8 @@ from pathlib import Path
 from checkpoints import (CheckpointWriter, check_resumable, checkpoint_path,
                          legacy_checkpoint_path, snapshot)
 from harness.locks import acquire_lock, release_lock, remove_stale_temps
-from harness.records import finish_run
 from harness.references import REFERENCES
+from harness.records import METHOD_KEYS, finish_run
 from harness.reports import class_reports
 from train import DivergedError, best_auroc, train_class
 
@@ -103,6 +103,15 @@ def run_row(base, trained, metrics):
             "train_minutes": state["train_seconds"] / 60.0, "status": "ok"}
 
 
+def settings_of(run_cfg, trained):
+    """The settings a run's results belong to: a finished run read back keeps those it was
+    trained with (stored in its checkpoint), whatever this command says."""
+    if trained.finished_before:
+        stored = trained.state["config"]
+        return {**run_cfg, **{k: stored[k] for k in METHOD_KEYS if k in stored}}
+    return run_cfg
+
+
 def write_final_checkpoint(writer, run_cfg, trained, metrics):
     """The last epoch's checkpoint, with the metrics when the reports got that far; written
     once (a finished run read back is rewritten only when its stored metrics differ)."""
@@ -114,18 +123,20 @@ def write_final_checkpoint(writer, run_cfg, trained, metrics):
 
 
 def train_and_report(cfg, files, seed, device, base):
-    """Train (or resume) a run, write its reports, then its final checkpoint with the metrics."""
-    run_cfg = dict(cfg, seed=seed)
+    """Train (or resume) a run, write its reports, then its final checkpoint with the metrics.
+    Returns the run's row and the settings its results belong to (settings_of)."""
     ckpt, out = run_paths(cfg, files.name, seed)
     writer = CheckpointWriter(ckpt) if cfg["save_model"] else None
-    trained = train_class(run_cfg, files, device, writer, tag=run_tag(cfg, files.name, seed))
+    trained = train_class(dict(cfg, seed=seed), files, device, writer,
+                          tag=run_tag(cfg, files.name, seed))
+    run_cfg = settings_of(dict(cfg, seed=seed), trained)
     metrics = None
     try:
         metrics = class_reports(trained, run_cfg, device, out)
     finally:
         if writer:  # also when the reports failed: the trained model is not lost
             write_final_checkpoint(writer, run_cfg, trained, metrics)
-    return run_row(base, trained, metrics)
+    return run_row(base, trained, metrics), run_cfg
 
 
 def failure_reason(error):
@@ -142,12 +153,12 @@ def run_one(cfg, files, seed, device):
     base = {"class": files.name, "seed": seed,
             "reference_auroc": table["auroc"].get(files.name)}
     try:
-        row = train_and_report(cfg, files, seed, device, base)
+        row, record_cfg = train_and_report(cfg, files, seed, device, base)
     except Exception as e:  # noqa: BLE001 - a run's failure must not end the other runs
         if os.environ.get("DIFFERNET_DEBUG"):
             traceback.print_exc()
         print(f"ERROR [{run_tag(cfg, files.name, seed)}] {type(e).__name__}: {e}",
               file=sys.stderr)
-        row = {**base, "status": f"failed: {failure_reason(e)}"}
-    return finish_run(cfg, run_paths(cfg, files.name, seed)[1], row,
+        row, record_cfg = {**base, "status": f"failed: {failure_reason(e)}"}, cfg
+    return finish_run(record_cfg, run_paths(cfg, files.name, seed)[1], row,
                       run_tag(cfg, files.name, seed))

@@ -267,13 +267,16 @@ def read_lines(path, what):
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def run(prepare_call):
+def run_script(prepare_call):
     """Call prepare_call(); an expected failure is one 'error: ...' line and exit code 1, Ctrl-C
     one line and exit code 130 (what was half-built is removed; a .part download is kept)."""
     try:
         prepare_call()
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a folder option naming a file, a full disk, no permission
+        print(f"error: {e}; check the folder options (--out, --download_dir)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)

@@ -35,7 +35,7 @@ def served(tmp_path, monkeypatch):
     return data, hashlib.sha256(data).hexdigest()
 
 
-def run(server, sha, tmp_path, *extra):
+def prepare_from(server, sha, tmp_path, *extra):
     return prepare_visa.main(["--url", server.url("/VisA_20220922.tar"), "--sha256", sha,
                               "--out", str(tmp_path / "data" / "visa"),
                               "--download_dir", str(tmp_path / "data" / "downloads"), *extra])
@@ -48,13 +48,13 @@ def snapshot(folder):
 def test_download_verify_extract_prepare_then_a_second_run_does_nothing(served, tmp_path, capsys):
     data, sha = served
     with Loopback({"/VisA_20220922.tar": data}) as server:
-        assert run(server, sha, tmp_path) == 0
+        assert prepare_from(server, sha, tmp_path) == 0
         out = tmp_path / "data" / "visa"
         assert sorted(os.listdir(out / "candle" / "test")) == ["anomaly", "good"]
         assert (tmp_path / "data/downloads/VisA_20220922.tar").read_bytes() == data
         assert (tmp_path / "data/downloads/VisA/candle/Data/Images/Normal/0000.JPG").is_file()
         before = snapshot(tmp_path / "data")
-        assert run(server, sha, tmp_path) == 0
+        assert prepare_from(server, sha, tmp_path) == 0
     assert len(server.requests) == 1  # the second run downloaded nothing
     assert snapshot(tmp_path / "data") == before  # ... and wrote nothing
     assert "2 verified and skipped" in capsys.readouterr().out
@@ -63,12 +63,12 @@ def test_download_verify_extract_prepare_then_a_second_run_does_nothing(served, 
 def test_damaged_class_is_rebuilt_without_downloading_again(served, tmp_path):
     data, sha = served
     with Loopback({"/VisA_20220922.tar": data}) as server:
-        run(server, sha, tmp_path)
+        prepare_from(server, sha, tmp_path)
         image = tmp_path / "data/visa/pcb1/train/good/0000.JPG"
         image.unlink()
         raw = tmp_path / "data/downloads/VisA/pcb1/Data/Images/Normal/0001.JPG"
         raw.unlink()  # the extracted tree too: it is extracted again from the kept archive
-        assert run(server, sha, tmp_path) == 0
+        assert prepare_from(server, sha, tmp_path) == 0
     assert image.is_file() and raw.is_file() and len(server.requests) == 1
 
 
@@ -78,7 +78,7 @@ def test_wrapped_archive_and_keep_archive_false(tmp_path, monkeypatch):
                      wrap="VisA_20220922")
     with Loopback({"/VisA_20220922.tar": data}) as server:
         sha = hashlib.sha256(data).hexdigest()
-        assert run(server, sha, tmp_path, "--keep_archive=False") == 0
+        assert prepare_from(server, sha, tmp_path, "--keep_archive=False") == 0
     assert not (tmp_path / "data/downloads/VisA_20220922.tar").exists()
     assert (tmp_path / "data/downloads/VisA/split_csv/1cls.csv").is_file()
     assert (tmp_path / "data/visa/candle/train/good").is_dir()
@@ -88,7 +88,7 @@ def test_wrong_hash_prepares_nothing_and_names_both_hashes(served, tmp_path, cap
     data, sha = served
     wrong = "f" * 64
     with Loopback({"/VisA_20220922.tar": data}) as server:
-        assert run(server, wrong, tmp_path) == 1
+        assert prepare_from(server, wrong, tmp_path) == 1
     err = capsys.readouterr().err
     assert f"SHA-256 {sha}" in err and f"expected SHA-256 {wrong}" in err
     assert os.listdir(tmp_path / "data" / "downloads") == []
@@ -128,7 +128,7 @@ def test_malicious_archive_writes_nothing_outside(tmp_path, monkeypatch, capsys)
         tar.addfile(info)
     data = path.read_bytes()
     with Loopback({"/VisA_20220922.tar": data}) as server:
-        assert run(server, hashlib.sha256(data).hexdigest(), tmp_path) == 1
+        assert prepare_from(server, hashlib.sha256(data).hexdigest(), tmp_path) == 1
     assert "refused member '../escaped.txt'" in capsys.readouterr().err
     assert not list(tmp_path.rglob("escaped.txt"))
     assert sorted(os.listdir(tmp_path / "data" / "downloads")) == ["VisA_20220922.tar"]

@@ -73,7 +73,7 @@ def test_a_full_disk_is_an_error_naming_the_file_and_the_setting(tmp_path, toy_c
     def no_space(fd, offset, length):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(os, "posix_fallocate", no_space)
-    rows = main.run(tiny_args(tmp_path, cache_mmap=str(tmp_path / "mmap")))
+    rows = main.train_all(tiny_args(tmp_path, cache_mmap=str(tmp_path / "mmap")))
     assert rows[0]["status"].startswith(
         f"failed: cannot write the image cache '{tmp_path / 'mmap' / 'toy_train_64px_'}")
     err = capsys.readouterr().err

@@ -25,13 +25,13 @@ def test_a_run_writes_each_epoch_once_and_reads_nothing_back(tmp_path, toy_class
                         lambda obj, f: (saved.append(obj["epoch"]), real_save(obj, f)))
     monkeypatch.setattr(checkpoints.torch, "load",
                         lambda *a, **k: (loaded.append(a), real_load(*a, **k))[1])
-    main.run(tiny_args(tmp_path, meta_epochs=3))
+    main.train_all(tiny_args(tmp_path, meta_epochs=3))
     assert saved == [1, 2, 3] and loaded == []  # the last one carries the metrics already
     state = load_checkpoint(ckpt_of(tmp_path))
     assert state["epoch"] == 3 and {"pixel_auroc", "aupro", "f1_max"} <= set(state["metrics"])
     saved.clear()
     loaded.clear()
-    main.run(tiny_args(tmp_path, meta_epochs=3, resume=True))  # read back: nothing to rewrite
+    main.train_all(tiny_args(tmp_path, meta_epochs=3, resume=True))  # read back: nothing to rewrite
     assert saved == [] and len(loaded) == 2  # the check up front (mmap) and the resume
 
 
@@ -52,12 +52,12 @@ def test_an_interrupt_during_a_write_resumes_to_the_uninterrupted_result(tmp_pat
         m.setattr(checkpoints.torch, "save", slow_save)
         m.setattr(train, "evaluate_epoch", interrupt_in_epoch_2)
         with pytest.raises(KeyboardInterrupt):
-            main.run(tiny_args(tmp_path, meta_epochs=3))
+            main.train_all(tiny_args(tmp_path, meta_epochs=3))
     assert "the last good checkpoint" in capsys.readouterr().out
     assert load_checkpoint(ckpt_of(tmp_path))["epoch"] == 1  # complete, not torn
     assert [p for p in os.listdir(os.path.dirname(ckpt_of(tmp_path)))] == ["checkpoint.pt"]
-    main.run(tiny_args(tmp_path, meta_epochs=3, resume=True))
-    main.run(tiny_args(tmp_path, meta_epochs=3, checkpoint_dir=str(tmp_path / "whole")))
+    main.train_all(tiny_args(tmp_path, meta_epochs=3, resume=True))
+    main.train_all(tiny_args(tmp_path, meta_epochs=3, checkpoint_dir=str(tmp_path / "whole")))
     resumed, whole = load_checkpoint(ckpt_of(tmp_path)), load_checkpoint(ckpt_of(tmp_path, "whole"))
     assert resumed["auroc_history"] == whole["auroc_history"]
     assert torch.equal(resumed["test_scores"], whole["test_scores"])
@@ -82,7 +82,7 @@ def test_the_writer_snapshot_is_a_copy_and_its_error_reaches_the_caller(tmp_path
 @pytest.mark.slow
 def test_a_full_disk_inside_torchs_zip_writer_names_the_file_and_setting(tmp_path, toy_class,
                                                                          monkeypatch):
-    main.run(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1))
     before = open(ckpt_of(tmp_path), "rb").read()
 
     def zip_writer_full(obj, f):
@@ -90,7 +90,7 @@ def test_a_full_disk_inside_torchs_zip_writer_names_the_file_and_setting(tmp_pat
             out.write(b"PK\x03\x04partial")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 12")
     monkeypatch.setattr(checkpoints.torch, "save", zip_writer_full)
-    rows = main.run(tiny_args(tmp_path, meta_epochs=2, resume=True))
+    rows = main.train_all(tiny_args(tmp_path, meta_epochs=2, resume=True))
     status = rows[0]["status"]
     assert status.startswith(f"failed: cannot write '{ckpt_of(tmp_path)}'")
     assert "the disk may be full" in status
@@ -112,7 +112,7 @@ def test_a_truncated_checkpoint_is_called_damaged(tmp_path):
 @pytest.mark.slow
 def test_a_finished_run_is_not_read_back_with_other_evaluation_settings(tmp_path, toy_class,
                                                                          capsys):
-    main.run(tiny_args(tmp_path))
+    main.train_all(tiny_args(tmp_path))
     for setting in ("--threshold_percentile=10", "--n_transforms_test=8"):
         assert main.main(tiny_args(tmp_path, resume=True) + [setting]) == 1
         err = capsys.readouterr().err

@@ -17,7 +17,7 @@ from prepare.demo import write_demo_class
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval")
     write_demo_class(tmp / "data" / "toy", 0, size=64, n_train=16, n_test_good=4, n_test_bad=4)
-    main.run(tiny_args(tmp, meta_epochs=1, make_demo_data=False, pixel_auroc=False, n_misses=0))
+    main.train_all(tiny_args(tmp, meta_epochs=1, make_demo_data=False, pixel_auroc=False, n_misses=0))
     return dict(class_dir=tmp / "data" / "toy", ckpt=checkpoint_path(tmp / "ckpt", "toy", 0))
 
 

@@ -9,7 +9,7 @@ from checkpoints import checkpoint_path, load_checkpoint
 
 def test_evaluate_names_partial_or_incompatible_checkpoints(tmp_path, toy_class, capsys):
     import evaluate
-    main.run(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1))
     state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))
     partial = tmp_path / "partial.pt"
     torch.save({k: v for k, v in state.items() if k != "backbone"}, partial)
@@ -26,7 +26,7 @@ def test_evaluate_names_partial_or_incompatible_checkpoints(tmp_path, toy_class,
 
 def test_evaluate_checks_its_output_before_work_and_reports_metrics(tmp_path, toy_class, capsys):
     import evaluate
-    main.run(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1))
     ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def test_gpu_run_matches_cpu_run(tmp_path, toy_class):
-    main.run(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "cpu"), device="cpu"))
-    main.run(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "gpu"), device="cuda"))  # cache: auto
+    main.train_all(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "cpu"), device="cpu"))
+    main.train_all(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "gpu"), device="cuda"))  # cache: auto
     cpu = load_checkpoint(checkpoint_path(tmp_path / "cpu", "toy", 0))
     gpu = load_checkpoint(checkpoint_path(tmp_path / "gpu", "toy", 0))
     # same seed, same draws; only floating-point order differs between the devices
@@ -21,7 +21,7 @@ def test_gpu_run_matches_cpu_run(tmp_path, toy_class):
 
 def test_gpu_fast_options_run(tmp_path, toy_class):
     # the cache in host memory: batches staged in pinned memory, copied without blocking
-    rows = main.run(tiny_args(tmp_path, device="cuda", amp_bf16=True, tf32=True,
+    rows = main.train_all(tiny_args(tmp_path, device="cuda", amp_bf16=True, tf32=True,
                               cache_device="cpu", grad_map_viz=True))
     assert 0.0 <= rows[0]["auroc_last"] <= 1.0 and 0.0 <= rows[0]["pixel_auroc"] <= 1.0
     state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))

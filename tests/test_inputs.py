@@ -25,7 +25,7 @@ def test_test_set_without_anomalies_gives_na_not_a_crash(tmp_path, toy_class):
     shutil.rmtree(toy_class / "test" / "anomaly")
     shutil.rmtree(toy_class / "ground_truth")
     with pytest.warns(UserWarning, match="AUROC is undefined"):
-        rows = main.run(tiny_args(tmp_path))
+        rows = main.train_all(tiny_args(tmp_path))
     assert rows[0]["auroc_last"] != rows[0]["auroc_last"]  # NaN
     assert "| toy | n/a | n/a |" in (tmp_path / "results" / "results.md").read_text()
 
@@ -35,7 +35,7 @@ def test_corrupt_image_stops_or_is_skipped_and_counted(tmp_path, toy_class, caps
     assert main.main(tiny_args(tmp_path)) == 1
     assert "broken.JPG" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="broken.JPG"):
-        rows = main.run(tiny_args(tmp_path, skip_bad_images=True))
+        rows = main.train_all(tiny_args(tmp_path, skip_bad_images=True))
     assert rows[0]["skipped_images"] == 1 and rows[0]["train_images"] == 16
 
 
@@ -47,7 +47,7 @@ def test_zero_byte_mask_stops_before_training_or_is_skipped(tmp_path, toy_class,
     assert f"error: cannot read mask '{bad}'" in capsys.readouterr().err
     assert not os.path.exists(checkpoint_path(tmp_path / "ckpt", "toy", 0))  # found before any work
     with pytest.warns(UserWarning, match="002.png"):
-        rows = main.run(tiny_args(tmp_path, class_names=["toy2"], meta_epochs=1,
+        rows = main.train_all(tiny_args(tmp_path, class_names=["toy2"], meta_epochs=1,
                                   skip_bad_images=True))
     assert rows[0]["status"] == "ok"
     assert rows[0]["skipped_images"] == 1 and rows[0]["test_anomalous"] == 2
@@ -56,7 +56,7 @@ def test_zero_byte_mask_stops_before_training_or_is_skipped(tmp_path, toy_class,
 def test_anomalous_images_without_mask_are_counted(tmp_path, toy_class):
     (toy_class / "ground_truth" / "anomaly" / "001.png").unlink()
     with pytest.warns(UserWarning, match="1 anomalous test image.*have no mask"):
-        rows = main.run(tiny_args(tmp_path, meta_epochs=1))
+        rows = main.train_all(tiny_args(tmp_path, meta_epochs=1))
     assert rows[0]["masks_missing"] == 1 and rows[0]["pixel_images"] == 11
 
 
@@ -67,5 +67,5 @@ def test_oversized_image_is_named_or_skipped(tmp_path, toy_class, monkeypatch, c
     assert main.main(tiny_args(tmp_path, meta_epochs=1)) == 1
     assert f"image '{big}' is too large to decode safely" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="huge.png"):
-        rows = main.run(tiny_args(tmp_path, meta_epochs=1, skip_bad_images=True))
+        rows = main.train_all(tiny_args(tmp_path, meta_epochs=1, skip_bad_images=True))
     assert rows[0]["skipped_images"] == 1 and rows[0]["train_images"] == 16

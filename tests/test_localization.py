@@ -61,7 +61,7 @@ def test_pixel_metrics_are_high_for_planted_defects(trained):
 
 def test_grad_map_figures_and_plots(tmp_path):
     write_demo_class(tmp_path / "data" / "toy", 0, size=64, n_train=8, n_test_good=2, n_test_bad=3)
-    rows = main.run(tiny_args(tmp_path, meta_epochs=1, grad_map_viz=True))
+    rows = main.train_all(tiny_args(tmp_path, meta_epochs=1, grad_map_viz=True))
     maps = sorted(p.name for p in (tmp_path / "results" / "toy" / "seed0" / "maps").iterdir())
     assert maps == ["anomaly_000.png", "anomaly_001.png", "anomaly_002.png"]
     assert all((tmp_path / "results" / "toy" / "seed0" / "maps" / m).read_bytes()[:8] == PNG for m in maps)

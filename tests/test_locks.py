@@ -39,7 +39,7 @@ def test_stale_lock_of_a_killed_run_is_taken_over(tmp_path, toy_class):
     lock.parent.mkdir(parents=True)
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     with pytest.warns(UserWarning, match="removing the stale lock"):
-        rows = main.run(tiny_args(tmp_path, meta_epochs=1))
+        rows = main.train_all(tiny_args(tmp_path, meta_epochs=1))
     assert rows[0]["status"] == "ok" and not lock.exists()  # released at the end
 
 
@@ -63,7 +63,7 @@ def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path, toy_
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
         os.utime(path, (1e9, 1e9))  # written long ago by a run that was killed
-    main.run(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1))
     assert not any(p.exists() for p in leftovers)
 
 
@@ -81,7 +81,7 @@ def test_results_folder_is_locked_too(tmp_path, toy_class, capsys):
 
 
 def test_an_existing_checkpoint_is_never_overwritten_without_resume(tmp_path, toy_class, capsys):
-    main.run(tiny_args(tmp_path, meta_epochs=2))
+    main.train_all(tiny_args(tmp_path, meta_epochs=2))
     ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     before = open(ckpt, "rb").read()
     assert main.main(tiny_args(tmp_path, meta_epochs=2)) == 1

@@ -82,6 +82,6 @@ def test_empty_and_transparent_masks_in_a_run(tmp_path, toy_class):
         grey = np.asarray(m.convert("L"))
     Image.fromarray(np.dstack([np.zeros_like(grey)] * 3 + [grey]), "RGBA").save(transparent)
     with pytest.warns(UserWarning, match="1 anomalous test image.* of 'toy'"):
-        rows = main.run(tiny_args(tmp_path, meta_epochs=1, n_misses=0))
+        rows = main.train_all(tiny_args(tmp_path, meta_epochs=1, n_misses=0))
     assert rows[0]["masks_missing"] == 1 and rows[0]["pixel_images"] == 11
     assert 0.0 <= rows[0]["pixel_auroc"] <= 1.0

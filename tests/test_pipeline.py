@@ -15,7 +15,7 @@ from configurator import resolve_config
 
 
 def run_main(tmp_path, **extra):
-    rows = main.run(tiny_args(tmp_path, **extra))
+    rows = main.train_all(tiny_args(tmp_path, **extra))
     return {r["class"]: r for r in rows}
 
 

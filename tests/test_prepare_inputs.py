@@ -88,3 +88,14 @@ def test_manifest_with_bom_and_crlf(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_bytes(as_exported(f"path,bytes,sha256\nMT_Free/a.jpg,1,{'A' * 64}\n".encode()))
     assert read_manifest(manifest) == {"MT_Free/a.jpg": (1, "a" * 64)}
+
+
+def test_an_os_error_of_a_preparation_is_one_line(capsys):
+    from prepare.common import run_script
+
+    def download_dir_is_a_file():
+        raise NotADirectoryError(20, "Not a directory", "pp/outfile/VisA.partial")
+    assert run_script(download_dir_is_a_file) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: [Errno 20] Not a directory: 'pp/outfile/VisA.partial'")
+    assert "Traceback" not in err and len(err.splitlines()) == 1

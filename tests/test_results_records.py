@@ -168,7 +168,7 @@ def test_a_diverged_run_is_recorded_and_printed_as_diverged(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_learning_rate_that_blows_up_the_flow_is_not_ok(tmp_path, toy_class, capsys):
-    rows = main.run(tiny_args(tmp_path, lr_init=2.0, n_misses=0, pixel_auroc=False))
+    rows = main.train_all(tiny_args(tmp_path, lr_init=2.0, n_misses=0, pixel_auroc=False))
     assert rows[0]["status"].startswith("diverged: training loss ")  # finite, ~1e26 here
     assert "training diverged" in capsys.readouterr().err
     table = read_csv(tmp_path / "results" / "results.csv")

@@ -19,7 +19,7 @@ def test_non_finite_loss_fails_the_class_keeps_checkpoint_and_continues(tmp_path
     from prepare.demo import write_demo_class
     write_demo_class(tmp_path / "data" / "toy2", 1, size=64, n_train=8, n_test_good=3, n_test_bad=3)
     monkeypatch.setattr(train, "nll_loss", loss_that_turns_nan_at(3, train.nll_loss))  # epoch 2
-    rows = {r["class"]: r for r in main.run(tiny_args(tmp_path, class_names=["toy", "toy2"]))}
+    rows = {r["class"]: r for r in main.train_all(tiny_args(tmp_path, class_names=["toy", "toy2"]))}
     assert rows["toy"]["status"] == "failed: non-finite loss"
     assert rows["toy2"]["status"] == "ok"
     assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))["epoch"] == 1
@@ -29,7 +29,7 @@ def test_non_finite_loss_fails_the_class_keeps_checkpoint_and_continues(tmp_path
 def test_non_finite_scores_fail_the_class_without_claiming_a_checkpoint(tmp_path, toy_class,
                                                                        monkeypatch, capsys):
     monkeypatch.setattr(train, "anomaly_score", lambda z: torch.full(z.shape[:1], float("inf")))
-    rows = main.run(tiny_args(tmp_path))
+    rows = main.train_all(tiny_args(tmp_path))
     err = capsys.readouterr().err
     assert rows[0]["status"] == "failed: non-finite test scores"
     assert "in meta epoch 1; no checkpoint was written" in err
@@ -57,7 +57,7 @@ def test_failure_in_the_reports_fails_that_class_only(tmp_path, toy_class, monke
 
 def test_disk_full_keeps_previous_checkpoint_and_results(tmp_path, toy_class, monkeypatch,
                                                          capsys):
-    main.run(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1))
     ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     before_ckpt = open(ckpt, "rb").read()
 
@@ -67,7 +67,7 @@ def test_disk_full_keeps_previous_checkpoint_and_results(tmp_path, toy_class, mo
         raise OSError(28, "No space left on device")
     with monkeypatch.context() as m:
         m.setattr(checkpoints.torch, "save", full_disk_save)
-        rows = main.run(tiny_args(tmp_path, meta_epochs=2, resume=True))
+        rows = main.train_all(tiny_args(tmp_path, meta_epochs=2, resume=True))
     # the class fails, naming the file and the setting; the previous checkpoint is intact
     assert rows[0]["status"].startswith(f"failed: cannot write '{ckpt}': No space left")
     assert "choose another checkpoint_dir" in capsys.readouterr().err
@@ -99,7 +99,7 @@ def test_unwritable_output_folder_is_reported_at_start(tmp_path, toy_class, caps
 
 
 def test_outputs_get_ordinary_file_permissions(tmp_path, toy_class):
-    main.run(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1))
     mask = os.umask(0)
     os.umask(mask)
     for path in (checkpoint_path(tmp_path / "ckpt", "toy", 0), tmp_path / "results" / "results.csv",

@@ -19,7 +19,7 @@ def read_csv(path):
 
 
 def test_two_seeds_give_two_checkpoints_and_mean_std_of_the_seed_rows(tmp_path, toy_class):
-    main.run(tiny_args(tmp_path, seeds=[0, 1]))
+    main.train_all(tiny_args(tmp_path, seeds=[0, 1]))
     states = [load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", s)) for s in (0, 1)]
     assert [s["config"]["seed"] for s in states] == [0, 1]
     assert states[0]["test_scores"].tolist() != states[1]["test_scores"].tolist()
@@ -40,7 +40,7 @@ def test_two_seeds_give_two_checkpoints_and_mean_std_of_the_seed_rows(tmp_path, 
 
 
 def test_resume_of_one_pair_does_not_retrain_the_others(tmp_path, toy_class, monkeypatch):
-    main.run(tiny_args(tmp_path, seeds=[0, 1]))
+    main.train_all(tiny_args(tmp_path, seeds=[0, 1]))
     os.remove(checkpoint_path(tmp_path / "ckpt", "toy", 1))  # as if seed 1 was lost
     trained = []
     real = train.train_meta_epoch
@@ -49,13 +49,13 @@ def test_resume_of_one_pair_does_not_retrain_the_others(tmp_path, toy_class, mon
         trained.append(cfg["seed"])
         return real(model, optimizer, generator, images, cfg, *args)
     monkeypatch.setattr(train, "train_meta_epoch", counting)
-    rows = main.run(tiny_args(tmp_path, seeds=[0, 1], resume=True))
+    rows = main.train_all(tiny_args(tmp_path, seeds=[0, 1], resume=True))
     assert trained == [1, 1]  # seed 0 was read back, seed 1 trained for its 2 meta epochs
     assert [r["status"] for r in rows] == ["ok", "ok"]
 
 
 def test_one_seed_lives_in_its_seed_folder_and_its_table_has_no_std(tmp_path, toy_class):
-    main.run(tiny_args(tmp_path, seeds=[3]))
+    main.train_all(tiny_args(tmp_path, seeds=[3]))
     assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 3))["config"]["seed"] == 3
     header = read_csv(tmp_path / "results" / "results.csv")[0].keys()
     assert "auroc_last_std" not in header and "seeds_ok" not in header
@@ -64,7 +64,7 @@ def test_one_seed_lives_in_its_seed_folder_and_its_table_has_no_std(tmp_path, to
 
 def test_a_run_continues_only_its_own_seed_wherever_the_command_names_it(tmp_path, toy_class,
                                                                         monkeypatch):
-    main.run(tiny_args(tmp_path))  # seeds = [0]
+    main.train_all(tiny_args(tmp_path))  # seeds = [0]
     trained = []
     real = train.train_meta_epoch
 
@@ -72,21 +72,21 @@ def test_a_run_continues_only_its_own_seed_wherever_the_command_names_it(tmp_pat
         trained.append(cfg["seed"])
         return real(model, optimizer, generator, images, cfg, *args)
     monkeypatch.setattr(train, "train_meta_epoch", counting)
-    rows = main.run(tiny_args(tmp_path, seeds=[1], resume=True))
+    rows = main.train_all(tiny_args(tmp_path, seeds=[1], resume=True))
     assert trained == [1, 1] and rows[0]["seed"] == 1  # seed 1 trained, not read from seed 0
     trained.clear()
-    rows = main.run(tiny_args(tmp_path, seeds=[0, 1], resume=True))
+    rows = main.train_all(tiny_args(tmp_path, seeds=[0, 1], resume=True))
     assert trained == [] and [r["status"] for r in rows] == ["ok", "ok"]  # both read back
 
 
 def test_reference_column_follows_the_preset(tmp_path, toy_class):
-    main.run(tiny_args(tmp_path, class_names=["toy"], meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, class_names=["toy"], meta_epochs=1))
     md = (tmp_path / "results" / "results.md").read_text()
     assert "reference AUROC: published VisA adaptation (max over epochs)" in md
     mean_line = [line for line in md.splitlines() if line.startswith("| mean (")][0]
     assert mean_line.split(" | ")[8] == "n/a"  # toy has no reference: no mean reference either
     (tmp_path / "data" / "mtd").symlink_to(tmp_path / "data" / "toy")
-    main.run([os.path.join(ROOT, "presets", "mtd.py")]
+    main.train_all([os.path.join(ROOT, "presets", "mtd.py")]
              + tiny_args(tmp_path, class_names=["mtd"], meta_epochs=1))
     md = (tmp_path / "results" / "results.md").read_text()
     assert "reference AUROC: DifferNet paper, Magnetic Tile Defects" in md

@@ -35,8 +35,8 @@ def test_bf16_backbone_scores_within_tolerance(tmp_path, toy_class):
 
 
 def test_cache_on_device_and_memory_mapped_cache_give_identical_runs(tmp_path, toy_class):
-    main.run(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "plain")))
-    main.run(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "fast"), cache_device="device",
+    main.train_all(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "plain")))
+    main.train_all(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "fast"), cache_device="device",
                        cache_mmap=str(tmp_path / "mmap")))
     plain = load_checkpoint(checkpoint_path(tmp_path / "plain", "toy", 0))
     fast = load_checkpoint(checkpoint_path(tmp_path / "fast", "toy", 0))
