@@ -190,7 +190,7 @@ def score_target(args):
     device = resolve_device(args.device)
     files = collect_images(args.target, args.out)
     model, cfg, stored = load_trained_model(args.checkpoint, device)
-    check_writable(args.out, "out")  # creates --out: only once the inputs are known to be good
+    check_writable(args.out, "out", kind="option")  # creates --out: only once the inputs are known to be good
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise ValueError(f"--threshold must be a finite number, got {args.threshold}")
     threshold = args.threshold if args.threshold is not None else stored

@@ -104,14 +104,15 @@ def _write_error(path, error, setting):
                    f"is unchanged; free disk space or choose another {setting}")
 
 
-def check_writable(folder, name):
-    """Fail at start, not after hours of training, when an output folder cannot be written."""
+def check_writable(folder, name, kind="config"):
+    """Fail at start, not after hours of training, when an output folder cannot be written.
+    kind: what `name` is to the user (a config name, or a command-line option)."""
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise OSError(f"config '{name}': cannot write into '{folder}' ({e.strerror or e}); "
+        raise OSError(f"{kind} '{name}': cannot write into '{folder}' ({e.strerror or e}); "
                       f"choose a writable folder with --{name}=PATH") from None
 
 

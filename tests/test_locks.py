@@ -106,3 +106,35 @@ def test_sigterm_ends_like_ctrl_c_and_releases_the_lock(tmp_path, toy_class):
     assert not (tmp_path / "ckpt" / "toy" / "seed0" / LOCK_NAME).exists()
     assert not (tmp_path / "results" / "toy" / "seed0" / LOCK_NAME).exists()
     assert 1 <= load_checkpoint(ckpt)["epoch"] < 50
+
+
+def test_a_run_refused_before_any_work_leaves_no_empty_folders(tmp_path, toy_class, capsys):
+    main.train_all(tiny_args(tmp_path, meta_epochs=1))
+    # a fresh results_dir, but the checkpoint exists and resume is off: refused after locking
+    assert main.main(tiny_args(tmp_path, meta_epochs=1, results_dir=str(tmp_path / "R2"))) == 1
+    assert "exists already" in capsys.readouterr().err
+    assert not (tmp_path / "R2" / "toy").exists()
+    assert (tmp_path / "ckpt" / "toy" / "seed0" / "checkpoint.pt").is_file()
+
+
+def test_one_seed_and_several_seeds_of_a_class_share_one_lock(tmp_path, toy_class, capsys):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = tmp_path / "ckpt" / "toy" / "seed0" / LOCK_NAME  # held by a one-seed run
+        lock.parent.mkdir(parents=True)
+        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
+        assert main.main(tiny_args(tmp_path, seeds=[0, 1])) == 1
+        assert "is in use by another run" in capsys.readouterr().err
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_lock_that_cannot_be_removed_is_a_warning_not_the_error(tmp_path, monkeypatch):
+    path = acquire_lock(tmp_path / "run", "results_dir")
+
+    def read_only(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(type(path), "unlink", read_only)
+    with pytest.warns(UserWarning, match="could not remove the lock .*Permission denied"):
+        release_lock(path)
