@@ -39,16 +39,21 @@ def test_two_seeds_give_two_checkpoints_and_mean_std_of_the_seed_rows(tmp_path, 
         assert f"{mean:.4f} ± {std:.4f}" in md
 
 
-def test_resume_of_one_pair_does_not_retrain_the_others(tmp_path, toy_class, monkeypatch):
-    main.train_all(tiny_args(tmp_path, seeds=[0, 1]))
-    os.remove(checkpoint_path(tmp_path / "ckpt", "toy", 1))  # as if seed 1 was lost
-    trained = []
-    real = train.train_meta_epoch
+def seeds_trained(monkeypatch):
+    """The seed of every meta epoch trained from now on (a list that fills as runs train)."""
+    trained, real = [], train.train_meta_epoch
 
     def counting(model, optimizer, generator, images, cfg, *args):
         trained.append(cfg["seed"])
         return real(model, optimizer, generator, images, cfg, *args)
     monkeypatch.setattr(train, "train_meta_epoch", counting)
+    return trained
+
+
+def test_resume_of_one_pair_does_not_retrain_the_others(tmp_path, toy_class, monkeypatch):
+    main.train_all(tiny_args(tmp_path, seeds=[0, 1]))
+    os.remove(checkpoint_path(tmp_path / "ckpt", "toy", 1))  # as if seed 1 was lost
+    trained = seeds_trained(monkeypatch)
     rows = main.train_all(tiny_args(tmp_path, seeds=[0, 1], resume=True))
     assert trained == [1, 1]  # seed 0 was read back, seed 1 trained for its 2 meta epochs
     assert [r["status"] for r in rows] == ["ok", "ok"]
@@ -65,13 +70,7 @@ def test_one_seed_lives_in_its_seed_folder_and_its_table_has_no_std(tmp_path, to
 def test_a_run_continues_only_its_own_seed_wherever_the_command_names_it(tmp_path, toy_class,
                                                                         monkeypatch):
     main.train_all(tiny_args(tmp_path))  # seeds = [0]
-    trained = []
-    real = train.train_meta_epoch
-
-    def counting(model, optimizer, generator, images, cfg, *args):
-        trained.append(cfg["seed"])
-        return real(model, optimizer, generator, images, cfg, *args)
-    monkeypatch.setattr(train, "train_meta_epoch", counting)
+    trained = seeds_trained(monkeypatch)
     rows = main.train_all(tiny_args(tmp_path, seeds=[1], resume=True))
     assert trained == [1, 1] and rows[0]["seed"] == 1  # seed 1 trained, not read from seed 0
     trained.clear()
