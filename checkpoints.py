@@ -56,8 +56,9 @@ def host_copy(tree):
     there, so the copy does not wait on pageable memory): the snapshot a background write may
     read while training changes the originals."""
     if isinstance(tree, torch.Tensor):
-        pin = tree.is_cuda
-        return tree.detach().to("cpu", copy=True).pin_memory() if pin else tree.detach().clone()
+        if tree.is_cuda:  # one copy, straight into page-locked memory
+            return torch.empty_like(tree, device="cpu", pin_memory=True).copy_(tree.detach())
+        return tree.detach().clone()
     if isinstance(tree, dict):
         return {k: host_copy(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):

@@ -5,6 +5,7 @@ or a stain, with its ground-truth mask. Written once, with a fixed seed, in the
 layout main.py reads (train/good, test/good, test/anomaly, ground_truth/anomaly).
 """
 import os
+from dataclasses import dataclass
 import shutil
 import tempfile
 import zlib
@@ -17,7 +18,16 @@ DEFECTS = ("scratch", "hole", "stain")
 MARKER, MARKER_TEXT = ".complete", "synthetic demo class\n"
 DEMO_SEED = 0  # the data never depend on the training seeds
 # subtle enough that the first evaluation is clearly imperfect and training visibly helps
-DEMO_DEFECTS = {"strength": 0.7, "scale": 0.85, "labels": True}
+@dataclass(frozen=True)
+class DefectStyle:
+    """How the anomalous images' defects are drawn: strength < 1 blends a defect into the
+    object, scale < 1 shrinks it; labels writes defects.csv naming each image's defect."""
+    strength: float = 1.0
+    scale: float = 1.0
+    labels: bool = False
+
+
+DEMO_DEFECTS = DefectStyle(strength=0.7, scale=0.85, labels=True)  # subtle, labelled
 
 
 def _background(rng, size):
@@ -61,10 +71,10 @@ def add_defect(rng, img, centre, radius, kind, strength=1.0, scale=1.0):
 
 
 def write_demo_class(class_dir, seed, size=160, n_train=60, n_test_good=20, n_test_bad=24,
-                     strength=1.0, scale=1.0, labels=False):
-    """Write one synthetic class (JPEG images, PNG masks) and its done-marker. The defaults draw
-    plain, easy defects (the tests); the demo asks for subtle ones (strength, scale < 1) and,
-    with labels, a defects.csv naming each anomalous image's defect (per-defect results)."""
+                     style=DefectStyle()):
+    """Write one synthetic class (JPEG images, PNG masks) and its done-marker. The default
+    style draws plain, easy defects (the tests); the demo asks for subtle, labelled ones
+    (DEMO_DEFECTS), with a defects.csv for the per-defect results."""
     class_dir = Path(class_dir)
     rng = np.random.default_rng(seed)
     folders = {"train": class_dir / "train" / "good", "good": class_dir / "test" / "good",
@@ -76,10 +86,11 @@ def write_demo_class(class_dir, seed, size=160, n_train=60, n_test_good=20, n_te
             draw_object(rng, size)[0].save(folders[split] / f"{i:03d}.JPG", quality=95)
     for i in range(n_test_bad):
         img, c, r = draw_object(rng, size)
-        img, mask = add_defect(rng, img, c, r, DEFECTS[i % len(DEFECTS)], strength, scale)
+        img, mask = add_defect(rng, img, c, r, DEFECTS[i % len(DEFECTS)], style.strength,
+                               style.scale)
         img.save(folders["bad"] / f"{i:03d}.JPG", quality=95)
         mask.save(folders["gt"] / f"{i:03d}.png")
-    if labels:
+    if style.labels:
         rows = "".join(f"{i:03d},{DEFECTS[i % len(DEFECTS)]}\n" for i in range(n_test_bad))
         (class_dir / "defects.csv").write_text("image,defect\n" + rows)
     (class_dir / MARKER).write_text(MARKER_TEXT)
@@ -115,7 +126,7 @@ def ensure_demo_data(dataset_path, class_names):
         Path(dataset_path).mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=dataset_path))
         os.chmod(work, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the class from others
-        write_demo_class(work, DEMO_SEED + zlib.crc32(name.encode()), **DEMO_DEFECTS)
+        write_demo_class(work, DEMO_SEED + zlib.crc32(name.encode()), style=DEMO_DEFECTS)
         try:
             if class_dir.is_dir():
                 class_dir.rmdir()  # empty, checked above
