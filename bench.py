@@ -260,7 +260,6 @@ def main(argv=None):
     return_freed_memory_to_os()
     cfg = resolve_config(["--pretrained=False", *overrides])
     device = resolve_device(cfg["device"])
-    torch.backends.cuda.matmul.allow_tf32 = cfg["tf32"]
     seed_everything(cfg["seed"])
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_jpegs(tmp, args.n_train + args.n_test)

@@ -67,22 +67,32 @@ def host_copy(tree):
 
 
 class CheckpointWriter:
-    """Writes one run's checkpoints in a background thread, at most one write in flight: a new
-    snapshot waits for the previous write, so host memory holds at most one snapshot. Each write
-    goes through a temp file renamed when complete, so the file on disk is always the last
-    complete checkpoint. An error of the writer is raised in the training loop at the next
-    submit or wait. `writes` records (bytes, write seconds, seconds the caller was blocked)."""
+    """Writes one run's checkpoints in a background thread, at most one write in flight, so
+    host memory holds at most one snapshot. A snapshot submitted while the previous write is
+    still in flight is skipped (its epoch goes to `skipped`): the next one will be newer, and
+    waiting would stall training for a checkpoint that is stale before it is on disk (a slow
+    disk, several ranks writing at once). Each write goes through a temp file renamed when
+    complete, so the file on disk is always the last complete checkpoint. An error of the
+    writer is raised in the training loop at the next submit or wait. `writes` records
+    (bytes, write seconds, seconds the caller was blocked) of each write."""
 
     def __init__(self, path):
         self.path = path
         self.on_disk_epoch = None
-        self.writes = []
+        self.writes, self.skipped = [], []
         self._thread, self._error = None, None
 
-    def submit(self, make_state, epoch):
-        """Write make_state()'s checkpoint of meta epoch `epoch` in the background. make_state
-        runs after the previous write is done and must return a snapshot the caller will not
-        change (checkpoints.snapshot(..., copy=True) while training goes on)."""
+    def busy(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, make_state, epoch, skip_if_busy=True):
+        """Write make_state()'s checkpoint of meta epoch `epoch` in the background, unless a
+        write is in flight and skip_if_busy. make_state runs after the previous write is done
+        and must return a snapshot the caller will not change (checkpoints.snapshot(...,
+        copy=True) while training goes on)."""
+        if skip_if_busy and self.busy():
+            self.skipped.append(epoch)
+            return
         started = time.perf_counter()
         self.wait()
         state = make_state()
@@ -90,6 +100,14 @@ class CheckpointWriter:
         self._thread = threading.Thread(target=self._write, args=(state, epoch, blocked),
                                         name="checkpoint-writer")
         self._thread.start()
+
+    def summary(self):
+        """The run's checkpoint figures for its record: bytes of the last write, seconds
+        written and seconds the loop was blocked (sums), epochs skipped."""
+        return {"checkpoint_bytes": self.writes[-1]["bytes"] if self.writes else None,
+                "checkpoint_write_s": sum(w["write_s"] for w in self.writes),
+                "checkpoint_blocked_s": sum(w["blocked_s"] for w in self.writes),
+                "checkpoint_skipped": len(self.skipped)}
 
     def _write(self, state, epoch, blocked):
         began = time.perf_counter()
@@ -112,8 +130,8 @@ class CheckpointWriter:
             raise error
 
     def write_now(self, state, epoch):
-        """Write and wait (the final checkpoint: nothing left to overlap with)."""
-        self.submit(lambda: state, epoch)
+        """Write and wait (the final checkpoint: nothing left to overlap with, never skipped)."""
+        self.submit(lambda: state, epoch, skip_if_busy=False)
         self.wait()
 
     def on_disk_text(self):
@@ -221,12 +239,25 @@ def restore(model, optimizer, generator, cfg, files, path):
 TENSOR_KEYS = ("flow", "backbone", "optimizer", "rng_train", "rng_torch", "rng_cuda")
 
 
+def on_host(tree):
+    """Every tensor of a nested dict/list in host memory, copied only when it is on a GPU: a
+    checkpoint must load with a plain torch.load on a machine without one."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: on_host(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(on_host(v) for v in tree)
+    return tree
+
+
 def snapshot(model, optimizer, generator, cfg, state, copy=False):
-    """The checkpoint dict: state_dicts, RNG states and plain data only. copy=True takes it in
-    host memory, safe to write while training changes the model (CheckpointWriter)."""
+    """The checkpoint dict: state_dicts, RNG states and plain data only, tensors in host
+    memory. copy=True copies CPU tensors too, safe to write while training changes the model
+    (CheckpointWriter); copy=False shares them (the final checkpoint: nothing trains on)."""
     tensors = {"flow": model.flow.state_dict(), "backbone": model.features.backbone.state_dict(),
                "optimizer": optimizer.state_dict()}
-    return {**state, **(host_copy(tensors) if copy else tensors),
+    return {**on_host(state), **(host_copy(tensors) if copy else on_host(tensors)),
             "rng_train": generator.get_state(), "rng_torch": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "config": dict(cfg)}

@@ -60,6 +60,7 @@ channels_last = True                # channels-last convolutions (same numbers, 
 amp_bf16 = False                    # backbone in bfloat16 autocast on CUDA (changes scores slightly)
 tf32 = False                        # TF32 for the flow's matmuls on CUDA (changes scores slightly)
 backbone_batch = 64                 # transformed images per backbone forward pass (memory, not results)
+fused_adam = True                   # Adam's fused kernel (6x faster step on CPU; last-bit rounding differs, docs/method.md); False = torch's single-tensor loop, bit-equal to the reference code
 
 # run
 device = "auto"                     # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'

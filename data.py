@@ -6,6 +6,7 @@ whole batches of tensors on the training device. uint8 images reach the device
 only through to_device, each distinct image of a batch once; the copies for its
 transforms are made there.
 """
+import functools
 import math
 import os
 import warnings
@@ -247,10 +248,19 @@ def rotate(images, angles_deg):
                          align_corners=False)
 
 
+@functools.lru_cache(maxsize=None)
+def imagenet_statistics(device, dtype):
+    """(mean, std) as (1, 3, 1, 1) tensors on a device, built once per device: a tensor made
+    from Python numbers on a GPU is a blocking copy, which would make the host wait for the
+    GPU's queue at every batch."""
+    def as_tensor(values):
+        return torch.tensor(values, dtype=dtype).view(1, 3, 1, 1).to(device)
+    return as_tensor(IMAGENET_MEAN), as_tensor(IMAGENET_STD)
+
+
 def normalize_(images):
     """[0, 1] floats to ImageNet-normalised floats, in place (one batch-sized buffer less)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    mean, std = imagenet_statistics(images.device, images.dtype)
     return images.sub_(mean).div_(std)
 
 

@@ -32,10 +32,9 @@ from checkpoints import load_checkpoint
 from data import IMAGE_EXTENSIONS, BadImageError, load_resized, rotation_angles
 from localization import gradient_map
 from metrics import image_metrics
-from model import Speed
 from harness.figures import save_map_figure
-from train import build_model, score_images
-from utils import check_writable, exit_with, resolve_device, write_csv
+from train import build_model, score_images, speed_of
+from utils import check_writable, exit_with, lacks_bf16, resolve_device, write_csv
 
 
 SCORES_CSV = "scores.csv"
@@ -54,9 +53,14 @@ def load_trained_model(path, device):
         raise ValueError(f"checkpoint '{path}' is incomplete (no {', '.join(missing)}); pass a "
                          f"checkpoint.pt written by main.py")
     cfg = state["config"]
+    if cfg.get("amp_bf16") and lacks_bf16(device):
+        raise ValueError(f"checkpoint '{path}' was trained and its threshold computed with "
+                         f"amp_bf16=True, which {device} cannot run; score with --device=cpu "
+                         f"(bfloat16 autocast on the CPU) or on a GPU with bfloat16")
     try:
-        model = build_model(cfg, alexnet(weights=None).features,
-                            Speed(backbone_batch=cfg["backbone_batch"]))
+        # the checkpoint's numerics (channels_last, amp_bf16, tf32, backbone_batch): its stored
+        # threshold and AUROCs were computed with them
+        model = build_model(cfg, alexnet(weights=None).features, speed_of(cfg))
         model.flow.load_state_dict(state["flow"])
         model.features.backbone.load_state_dict(state["backbone"])
     except (RuntimeError, TypeError, ValueError) as e:

@@ -24,7 +24,8 @@ from harness.runs import (check_checkpoints, lock_runs, release_locks, run_one, 
                           run_units)
 from configurator import (check_outputs_outside_data, default_values, format_config,
                           resolve_config)
-from utils import check_writable, exit_with, resolve_device, return_freed_memory_to_os
+from utils import (check_writable, exit_with, lacks_bf16, resolve_device,
+                   return_freed_memory_to_os)
 
 # ranks wait for each other only at the end, after training all their runs: hours, not minutes
 GATHER_TIMEOUT = timedelta(days=7)
@@ -62,19 +63,48 @@ def check_launcher_environment(environ):
 
 
 def distributed_setup(cfg):
-    """(rank, world_size, device): torchrun's environment, or a single process."""
+    """(rank, world_size, device): torchrun's environment, or a single process. The ranks
+    exchange only small Python objects (checks, rows), so they talk over gloo on the CPU: a
+    rank that finished early waits in a socket, not spinning a GPU and a core (as NCCL's
+    collectives would) until the slowest rank arrives."""
     check_launcher_environment(os.environ)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return 0, 1, resolve_device(cfg["device"])
     import torch.distributed as dist
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and cfg["device"] != "cpu"
-    if use_cuda:
-        torch.cuda.set_device(local_rank)  # NCCL's collectives run on the current device
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=GATHER_TIMEOUT)
-    device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    device = torch.device("cpu")
+    if torch.cuda.is_available() and cfg["device"] != "cpu":
+        check_gpu_per_process(local_rank, torch.cuda.device_count())
+        device = torch.device(f"cuda:{local_rank}")
+        torch.cuda.set_device(device)
+    dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
     return rank, world_size, device
+
+
+def check_gpu_per_process(local_rank, n_gpus):
+    """torchrun with more processes on a machine than it has GPUs: one line, not a CUDA error
+    in every extra rank."""
+    if local_rank >= n_gpus:
+        raise ValueError(f"torchrun started process LOCAL_RANK={local_rank} on a machine with "
+                         f"{n_gpus} GPU(s): one process per GPU; use --nproc_per_node={n_gpus} "
+                         f"(or --device=cpu)")
+
+
+def check_device_supports(cfg, device):
+    """Settings this device cannot run fail once, up front, not in every run."""
+    if cfg["amp_bf16"] and lacks_bf16(device):
+        raise ValueError(f"config 'amp_bf16'=True, but {torch.cuda.get_device_name(device)} has "
+                         f"no bfloat16 support; set --amp_bf16=False")
+
+
+def close_process_group(world_size):
+    """Tear torch.distributed down on every exit, errors included, so a refusal stays one line
+    (no warning about a process group left behind)."""
+    if world_size > 1:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def gather_rows(rows, rank, world_size):
@@ -85,7 +115,6 @@ def gather_rows(rows, rank, world_size):
     import torch.distributed as dist
     parts = [None] * world_size if rank == 0 else None
     dist.gather_object(rows, parts, dst=0)
-    dist.destroy_process_group()
     return [row for part in parts for row in part] if rank == 0 else []
 
 
@@ -107,11 +136,6 @@ def check_outputs_and_data(cfg):
     if cfg["cache_mmap"]:
         check_writable(cfg["cache_mmap"], "cache_mmap")
     return files
-
-
-def configure_torch(cfg):
-    """TF32 for the flow's matmuls only when asked for; convolutions keep PyTorch's default."""
-    torch.backends.cuda.matmul.allow_tf32 = cfg["tf32"]
 
 
 def write_tables(cfg, rows, world_size):
@@ -175,7 +199,15 @@ def train_all(argv):
     if cfg["report_only"]:
         return report_only(cfg)
     rank, world_size, device = distributed_setup(cfg)
-    configure_torch(cfg)
+    try:
+        return train_this_process(cfg, rank, world_size, device)
+    finally:
+        close_process_group(world_size)
+
+
+def train_this_process(cfg, rank, world_size, device):
+    """The runs of this rank; rank 0 gathers every rank's rows and writes the table."""
+    check_device_supports(cfg, device)
     if cfg["make_demo_data"]:
         from prepare.demo import ensure_demo_data
         ensure_demo_data(cfg["dataset_path"], cfg["class_names"])

@@ -3,6 +3,7 @@
 Pure torch: no optimizer, device choice, printing or file output here.
 """
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -128,6 +129,20 @@ class Speed:
     channels_last: bool = False  # channels-last convolutions and inputs
     amp_bf16: bool = False
     backbone_batch: int = 64     # transformed images per backbone pass (memory, not results)
+    tf32: bool = False           # TF32 for the flow's matmuls on CUDA (changes scores slightly)
+
+
+@contextmanager
+def matmul_tf32(enabled):
+    """TF32 for CUDA matmuls inside the block only. The global switch would also reach the
+    rotation grid (affine_grid is a matmul), and the nearest-neighbour rotation would then no
+    longer hit the exact pixels."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 class DifferNet(nn.Module):
@@ -153,8 +168,14 @@ class DifferNet(nn.Module):
             feats = self.features(images)
         return feats.float().clone()  # a normal tensor the flow may record for backward
 
+    def flow_numerics(self):
+        """The numerics of the flow's forward and backward passes (speed.tf32)."""
+        return matmul_tf32(self.speed.tf32)
+
     def forward(self, images):
-        z, log_jac_det = self.flow(self.embed(images))
+        feats = self.embed(images)
+        with self.flow_numerics():
+            z, log_jac_det = self.flow(feats)
         return z, log_jac_det
 
 

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from adam import make_optimizer
 from checkpoints import data_fingerprint, new_state, restore, snapshot
 from data import build_image_set, cache_on_device, make_batch, rotation_angles, take, to_device
 from image_cache import cache_file
 from metrics import image_metrics
-from model import (DifferNet, Speed, anomaly_score, flow_parameters, load_alexnet_features,
-                   nll_loss)
+from model import DifferNet, Speed, anomaly_score, load_alexnet_features, nll_loss
 from utils import fmt, seed_everything
 
 
@@ -33,53 +33,6 @@ class NonFiniteLossError(DivergedError):
 class NonFiniteScoresError(DivergedError):
     """Test scores became NaN or infinite although the loss stayed finite."""
     reason = "non-finite test scores"
-
-
-class AdamInBackward:
-    """Adam whose update of each parameter runs as soon as that parameter's gradient is complete,
-    during backward, after which the gradient is freed. The update equals that of one Adam over
-    all parameters, but the flow's gradients (0.7 GB at the default size) never exist all at
-    once. state_dict() has torch.optim.Adam's format."""
-
-    def __init__(self, params, **adam_args):
-        self.params = list(params)
-        self.optimizers = [torch.optim.Adam([p], **adam_args) for p in self.params]
-        for p, opt in zip(self.params, self.optimizers):
-            p.register_post_accumulate_grad_hook(self._step_and_free(opt))
-
-    @staticmethod
-    def _step_and_free(opt):
-        def hook(param):
-            opt.step()
-            param.grad = None
-        return hook
-
-    def step(self):
-        """Nothing left to do: each parameter was updated during backward."""
-
-    def zero_grad(self, set_to_none=True):
-        """Nothing to clear: each gradient was freed after its update."""
-
-    def state_dict(self):
-        groups = [dict(self.optimizers[0].state_dict()["param_groups"][0],
-                       params=list(range(len(self.params))))]
-        state = {i: opt.state_dict()["state"][0] for i, opt in enumerate(self.optimizers)
-                 if opt.state_dict()["state"]}
-        return {"state": state, "param_groups": groups}
-
-    def load_state_dict(self, state_dict):
-        group = {k: v for k, v in state_dict["param_groups"][0].items() if k != "params"}
-        for i, opt in enumerate(self.optimizers):
-            state = {0: state_dict["state"][i]} if i in state_dict["state"] else {}
-            opt.load_state_dict({"state": state, "param_groups": [dict(group, params=[0])]})
-
-
-def make_optimizer(flow, lr, betas, eps, weight_decay):
-    """Adam on the flow's parameters only (the backbone has none to train), stepping during
-    backward; one fused kernel per parameter on GPUs, the plain loop on the CPU."""
-    params = flow_parameters(flow)
-    return AdamInBackward(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                          foreach=False, fused=params[0].is_cuda)
 
 
 @dataclass(frozen=True)
@@ -99,7 +52,10 @@ class TrainStep:
 
 
 def speed_of(cfg):
-    return Speed(cfg["channels_last"], cfg["amp_bf16"], cfg["backbone_batch"])
+    """The config's Speed; settings a checkpoint of an earlier version lacks take their
+    defaults then (the way it was trained)."""
+    return Speed(cfg.get("channels_last", False), cfg.get("amp_bf16", False),
+                 cfg.get("backbone_batch", Speed.backbone_batch), cfg.get("tf32", False))
 
 
 def build_model(cfg, backbone, speed=None):
@@ -135,10 +91,11 @@ def train_one_epoch(model, optimizer, images, step, device, generator, progress=
                   if step.rotations else None)
         feats = torch.cat([model.embed(x) for _, x in
                            transformed(model, batch, angles, step.jitter, generator)])
-        z, log_jac_det = model.flow(feats)
-        loss = nll_loss(z, log_jac_det)
-        loss.backward()
-        optimizer.step()  # AdamInBackward has stepped during backward already: a no-op there
+        with model.flow_numerics():  # TF32 (when on) for the flow's matmuls, backward included
+            z, log_jac_det = model.flow(feats)
+            loss = nll_loss(z, log_jac_det)
+            loss.backward()
+        optimizer.step()  # a no-op where Adam stepped during backward (CPU)
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.detach())
     return finite_mean(torch.stack(losses).tolist())  # the epoch's one wait for the device
@@ -244,7 +201,7 @@ def setup_model(cfg, device):
     backbone = load_alexnet_features(cfg["pretrained"], cfg["weights_path"])  # fails fast
     model = build_model(cfg, backbone).to(device)
     optimizer = make_optimizer(model.flow, cfg["lr_init"], cfg["adam_betas"], cfg["adam_eps"],
-                               cfg["weight_decay"])
+                               cfg["weight_decay"], cfg["fused_adam"])
     return model, optimizer, torch.Generator().manual_seed(cfg["seed"])
 
 
@@ -281,7 +238,7 @@ def after_epoch(state, loss, scores, auroc, seconds):
 class Trained(NamedTuple):
     """A trained (or read-back) run: what its reports and final checkpoint need."""
     model: DifferNet
-    optimizer: AdamInBackward
+    optimizer: object  # adam.AdamInBackward or adam.AdamAfterBackward
     generator: torch.Generator
     state: dict
     train_set: object

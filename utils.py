@@ -1,6 +1,7 @@
 """Small shared helpers: devices, seeding, memory, atomic file writes, number formatting."""
 import csv
 import ctypes
+import gc
 import math
 import os
 import random
@@ -34,6 +35,12 @@ def resolve_device(name):
     return device
 
 
+def lacks_bf16(device):
+    """Whether bfloat16 autocast cannot run natively on this device (a GPU before Ampere)."""
+    return (torch.device(device).type == "cuda"
+            and not torch.cuda.is_bf16_supported(including_emulation=False))
+
+
 def return_freed_memory_to_os():
     """Have glibc serve every allocation of 128 KiB or more with mmap, so freed image batches
     and parameter-sized temporaries go back to the OS instead of staying in a fragmented heap
@@ -41,6 +48,23 @@ def return_freed_memory_to_os():
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):
+        pass
+
+
+def release_memory(device):
+    """After a run: collect what it left (Python cycles), hand the GPU's cached blocks and the
+    page-locked host buffers of checkpoint snapshots back to the driver, and glibc's free heap
+    pages back to the OS, so the next run starts where the first did."""
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        host_empty_cache = getattr(torch._C, "_host_emptyCache", None)  # pinned host cache
+        if host_empty_cache is not None:
+            host_empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
 

@@ -15,6 +15,7 @@ from harness.references import REFERENCES
 from harness.records import METHOD_KEYS, finish_run
 from harness.reports import class_reports
 from train import DivergedError, best_auroc, train_class
+from utils import release_memory
 
 REASON_LENGTH = 160  # characters of an error message kept in the status column
 
@@ -136,7 +137,9 @@ def train_and_report(cfg, files, seed, device, base):
     finally:
         if writer:  # also when the reports failed: the trained model is not lost
             write_final_checkpoint(writer, run_cfg, trained, metrics)
-    return run_row(base, trained, metrics), run_cfg
+        trained.optimizer.close()
+    written = writer.summary() if writer else {}
+    return {**run_row(base, trained, metrics), **written}, run_cfg
 
 
 def failure_reason(error):
@@ -160,5 +163,7 @@ def run_one(cfg, files, seed, device):
         print(f"ERROR [{run_tag(cfg, files.name, seed)}] {type(e).__name__}: {e}",
               file=sys.stderr)
         row, record_cfg = {**base, "status": f"failed: {failure_reason(e)}"}, cfg
+    finally:
+        release_memory(device)  # the next run starts with what the first one had
     return finish_run(record_cfg, run_paths(cfg, files.name, seed)[1], row,
                       run_tag(cfg, files.name, seed))
