@@ -94,7 +94,7 @@ def check_gpu_per_process(local_rank, n_gpus):
 def check_device_supports(cfg, device):
     """Settings this device cannot run fail once, up front, not in every run."""
     if cfg["amp_bf16"] and lacks_bf16(device):
-        raise ValueError(f"config 'amp_bf16'=True, but {torch.cuda.get_device_name(device)} has "
+        raise ValueError(f"config 'amp_bf16'=True, but device {device} has "
                          f"no bfloat16 support; set --amp_bf16=False")
 
 

@@ -127,3 +127,26 @@ def test_a_checkpoint_of_the_old_flat_layout_is_named_with_where_it_belongs(tmp_
     assert main.main(tiny_args(tmp_path, resume=True)) == 1
     err = capsys.readouterr().err
     assert "layout of an earlier version" in err and "seed<k>" in err
+
+
+def test_a_snapshot_is_skipped_not_waited_for_while_a_write_is_in_flight(tmp_path, monkeypatch):
+    real_save = checkpoints.torch.save
+
+    def slow_save(obj, f):
+        time.sleep(1.0)
+        real_save(obj, f)
+    monkeypatch.setattr(checkpoints.torch, "save", slow_save)
+    writer = checkpoints.CheckpointWriter(str(tmp_path / "c.pt"))
+    writer.submit(lambda: {"epoch": 1}, 1)
+    started = time.perf_counter()
+    writer.submit(lambda: pytest.fail("a skipped snapshot is not even taken"), 2)
+    assert time.perf_counter() - started < 0.5 and writer.skipped == [2]
+    writer.write_now({"epoch": 3}, 3)  # the last one is never skipped: it waits its turn
+    assert load_checkpoint_epoch(tmp_path / "c.pt") == 3 and writer.on_disk_epoch == 3
+    summary = writer.summary()
+    assert summary["checkpoint_skipped"] == 1 and summary["checkpoint_bytes"] > 0
+    assert summary["checkpoint_blocked_s"] >= 0.5  # the final write waited for epoch 1's
+
+
+def load_checkpoint_epoch(path):
+    return torch.load(path, weights_only=True)["epoch"]

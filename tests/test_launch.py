@@ -51,3 +51,22 @@ def test_output_cut_short_by_a_closed_pipe_ends_quietly(command):
     err = child.stderr.read().decode()
     child.wait(timeout=120)
     assert err == "" and child.returncode in (0, 141)
+
+
+def test_more_torchrun_processes_than_gpus_is_one_line():
+    with pytest.raises(ValueError, match=r"LOCAL_RANK=2 on a machine with 2 GPU\(s\): one "
+                                         r"process per GPU; use --nproc_per_node=2"):
+        main.check_gpu_per_process(2, 2)
+    main.check_gpu_per_process(1, 2)  # rank 1 of 2 has its GPU
+
+
+def test_bf16_on_a_gpu_without_it_is_refused_once_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(main, "lacks_bf16", lambda device: True)  # as on a GPU before Ampere
+    args = [f"--dataset_path={str(tmp_path / 'data')!r}", "--class_names=['toy']",
+            "--make_demo_data=True", f"--results_dir={str(tmp_path / 'results')!r}",
+            f"--checkpoint_dir={str(tmp_path / 'ckpt')!r}", "--device='cpu'", "--amp_bf16=True"]
+    assert main.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: config 'amp_bf16'=True, but device cpu has no bfloat16 support; "
+                   "set --amp_bf16=False"]
+    assert not any(tmp_path.iterdir())  # nothing written: no demo data, no output folders
