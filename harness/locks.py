@@ -25,7 +25,10 @@ from pathlib import Path
 LOCK_NAME = "run.lock"
 OWNER_WAIT_S = 2.0  # a holder writes its name just after taking the lock; give it this long
 
-_held = {}  # absolute lock path -> open descriptor, for every lock this process holds
+# absolute lock path -> (pid, open descriptor) of every lock taken in this process. A child
+# made by fork inherits the dict (and the descriptors) but not the locks' ownership: the pid
+# tells them apart.
+_held = {}
 
 
 class RunLockedError(RuntimeError):
@@ -34,6 +37,12 @@ class RunLockedError(RuntimeError):
 
 def _key(path):
     return os.path.abspath(path)
+
+
+def _holds(path):
+    """Whether this very process took the lock at path (not a parent it was forked from)."""
+    pid, _ = _held.get(_key(path), (None, None))
+    return pid == os.getpid()
 
 
 def _this_process():
@@ -117,7 +126,7 @@ def _sign(fd, path):
     left = os.pread(fd, 1 << 16, 0).decode(errors="replace")
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(_this_process()).encode(), 0)
-    _held[_key(path)] = fd
+    _held[_key(path)] = (os.getpid(), fd)
     return _parse_owner(left) if left.strip() else None
 
 
@@ -125,9 +134,9 @@ def _let_go(path):
     """Remove the lock file of a lock this process holds, then release the lock. Returns
     whether the file is gone; failing to remove it is a warning, since it must not hide the
     error that ended the run (the lock is released all the same)."""
-    fd = _held.pop(_key(path), None)
-    if fd is None:
+    if not _holds(path):
         return False
+    _, fd = _held.pop(_key(path))
     try:
         Path(path).unlink(missing_ok=True)
         return True
@@ -136,6 +145,9 @@ def _let_go(path):
                       f"and the next run there takes the file over")
         return False
     finally:
+        # unlock explicitly: a child forked meanwhile shares the descriptor, and closing ours
+        # alone would leave the lock held for as long as the child lives
+        fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
 
@@ -144,7 +156,7 @@ def acquire_lock(folder, setting):
     while another process holds it; a file left by a run that died is taken over with a
     warning naming that run."""
     path = Path(folder) / LOCK_NAME
-    if _key(path) in _held:
+    if _holds(path):
         return path  # this process holds it already
     fd = _open_locked(path, wait=False)
     if fd is None:
@@ -174,7 +186,7 @@ def release_lock(path):
 def held_lock(path):
     """Hold the lock file at path for a with-block, waiting while another process holds it
     (the wait is said on stderr, naming the holder). Nested use in one process holds it once."""
-    if _key(path) in _held:
+    if _holds(path):
         yield
         return
     _sign(_open_locked(path, wait=True), path)
