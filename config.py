@@ -2,9 +2,10 @@
 each one comes from).
 
 Override without editing: `python main.py [preset.py] [--name=value ...]`
-(values are Python literals). Derived values (feature count, test batch size)
-are computed in utils.resolve_config after the overrides. No imports here, so
-importing this file has no side effects.
+(values are Python literals). configurator.resolve_config applies presets and
+overrides, checks every value and adds the derived ones (`n_feat`, the feature
+count; `seed`, the first of `seeds`). No imports here, so importing this file has
+no side effects.
 """
 
 # data
@@ -66,7 +67,7 @@ fused_adam = True                   # Adam's fused kernel (6x faster step on CPU
 device = "auto"                     # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'
 save_model = True                   # write a checkpoint after every meta epoch
 resume = False                      # continue each class from its last checkpoint
-checkpoint_dir = "checkpoints"      # checkpoint_dir/<class>/checkpoint.pt
+checkpoint_dir = "checkpoints"      # checkpoint_dir/<class>/seed<k>/checkpoint.pt
 results_dir = "results"             # results.csv, results.md and per-class plots
 reference = "visa"                  # published AUROCs in the results table: 'visa', 'mvtec', 'mtd' or 'none'
 report_only = False                 # True: only rebuild results.* and index.html from the runs in results_dir

@@ -118,7 +118,7 @@ def gather_rows(rows, rank, world_size):
     return [row for part in parts for row in part] if rank == 0 else []
 
 
-def check_outputs_and_data(cfg):
+def class_files_after_checks(cfg):
     """Errors that would otherwise surface hours later: unwritable outputs, missing classes,
     unavailable AlexNet weights, unreadable masks (unless skip_bad_images leaves their images
     out, class by class). Returns the data.ClassFiles of every class, listed and checked once
@@ -211,7 +211,7 @@ def train_this_process(cfg, rank, world_size, device):
     if cfg["make_demo_data"]:
         from prepare.demo import ensure_demo_data
         ensure_demo_data(cfg["dataset_path"], cfg["class_names"])
-    files = check_outputs_and_data(cfg)
+    files = class_files_after_checks(cfg)
     my_runs = shard(run_units(cfg), rank, world_size)
     locks = start_runs(cfg, my_runs, files, world_size)
     try:

@@ -283,20 +283,3 @@ class _DescendingSweep:
             self.pro_area += (self.fpr_limit - x0) * (y0 + y_limit) / 2
             self.pro_done = True
 
-
-def pixel_metrics(maps, masks, fpr_limit=0.3):
-    """One-shot PixelMetrics over sequences (or NxHxW arrays) of maps and masks."""
-    accumulator = PixelMetrics(fpr_limit)
-    for heat_map, mask in zip(maps, masks, strict=True):
-        accumulator.add(heat_map, mask)
-    return accumulator.compute()
-
-
-def aupro(maps, masks, fpr_limit=0.3):
-    """AUPRO of maps against masks; see PixelMetrics for the definition."""
-    return pixel_metrics(maps, masks, fpr_limit)["aupro"]
-
-
-def pixel_auroc(maps, masks):
-    """Exact AUROC over all pixels; equals sklearn roc_auc_score on float32 scores."""
-    return pixel_metrics(maps, masks)["pixel_auroc"]

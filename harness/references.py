@@ -40,17 +40,3 @@ REFERENCES = {
     },
 }
 
-
-def reference_table(name):
-    """The reference entry called name; a clear error for an unknown one."""
-    if name not in REFERENCES:
-        raise ValueError(f"unknown reference '{name}'; expected one of {sorted(REFERENCES)}")
-    return REFERENCES[name]
-
-
-def reference_auroc(name, class_name):
-    """Published image AUROC of a class (or 'mean'), or None when there is none."""
-    table = reference_table(name)
-    if class_name == "mean":
-        return table["mean"]
-    return table["auroc"].get(class_name)

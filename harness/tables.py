@@ -4,30 +4,22 @@ Called by every command after its runs (and alone by --report_only=True). Two co
 finish at the same moment take turns through a short lock on results_dir/tables.lock; each
 wrote its own records before, so whichever rebuilds last sees both.
 """
-import fcntl
 import sys
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 from harness.html_report import write_html_report
+from harness.locks import held_lock
 from harness.records import RECORD_NAME, describe_other, read_records, write_record
 from harness.results import write_results
 
 TABLES_LOCK = "tables.lock"
 
 
-@contextmanager
 def tables_lock(results_dir):
-    """Hold results_dir/tables.lock (an OS lock, gone with the process if it dies)."""
-    path = Path(results_dir) / TABLES_LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # waits for a rebuild in progress: seconds
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Hold results_dir/tables.lock (the run locks' design); waits for a rebuild in progress,
+    which takes seconds."""
+    return held_lock(Path(results_dir) / TABLES_LOCK)
 
 
 def add_missing_records(cfg, rows, folder_of):

@@ -35,11 +35,8 @@ class PrepareError(Exception):
 
 def file_digest(path):
     """BLAKE2b hex digest of a file's content (catches replacements of the same size)."""
-    digest = hashlib.blake2b(digest_size=20)
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=20)).hexdigest()
 
 
 def text_digest(text):

@@ -48,12 +48,10 @@ def check_free_space(folder, needs):
                            f"--download_dir / --out")
 
 
-def sha256_of(path, digest=None):
-    digest = digest or hashlib.sha256()
+def sha256_of(path):
+    """The SHA-256 hash object of a file's content (a resumed download goes on updating it)."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest
+        return hashlib.file_digest(f, "sha256")
 
 
 def check_identity(path, sha256, size, what):

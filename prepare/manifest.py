@@ -5,7 +5,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from prepare.common import HASH_CHUNK, PrepareError, inside_root, visible_files
+from prepare.common import PrepareError, inside_root, visible_files
 
 COLUMNS = ["path", "bytes", "sha256"]
 
@@ -32,11 +32,8 @@ def read_manifest(path):
 
 
 def sha256_file(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_against_manifest(root, manifest_path, watched):

@@ -1,9 +1,7 @@
 """torchrun: each rank trains its share of the (class, seed) runs, all ranks check all runs
 before any training and stop together, and rank 0 writes the merged table."""
 import csv
-import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,6 +10,7 @@ import pytest
 from checkpoints import checkpoint_path, load_checkpoint
 from conftest import ROOT, tiny_args
 from harness.locks import LOCK_NAME
+from helpers import lock_held_by_another_process
 from main import shard
 from prepare.demo import write_demo_class
 
@@ -41,15 +40,9 @@ def test_torchrun_checks_every_run_up_front_then_trains_each_pair_once(tmp_path)
                          n_test_bad=3)
     args = tiny_args(tmp_path, class_names=classes, seeds=[0, 1], meta_epochs=1)
     # another live run holds the folder of rank 1's last pair: rank 0 stops too, with its reason
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        lock = tmp_path / "results" / "toy_b" / "seed1" / LOCK_NAME
-        lock.parent.mkdir(parents=True)
-        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+    lock = tmp_path / "results" / "toy_b" / "seed1" / LOCK_NAME
+    with lock_held_by_another_process(lock.parent):
         refused = torchrun(args)
-    finally:
-        holder.kill()
-        holder.wait()
     assert refused.returncode != 0 and " epoch " not in refused.stdout
     assert "(found by rank 1; no rank started training)" in refused.stderr
     assert "interrupted" not in refused.stderr

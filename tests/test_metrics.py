@@ -8,7 +8,8 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 import metrics
-from metrics import PixelMetrics, aupro, image_metrics, pixel_auroc, pixel_metrics
+from helpers import aupro, pixel_auroc, pixel_metrics
+from metrics import PixelMetrics, image_metrics
 
 
 # ---------------------------------------------------------------- image level

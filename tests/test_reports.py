@@ -17,7 +17,8 @@ from conftest import tiny_args, train_toy
 from data import build_image_set, find_class_files
 from prepare.demo import DEFECTS, write_demo_class
 from localization import gradient_map
-from metrics import image_metrics, pixel_metrics
+from helpers import pixel_metrics
+from metrics import image_metrics
 from train import Trained, evaluation_generator, score_set
 from configurator import resolve_config
 

@@ -112,7 +112,7 @@ def test_report_only_rebuilds_the_table_without_training(tmp_path, monkeypatch, 
     def no_training(*args, **kwargs):
         raise AssertionError("report_only must not train")
     monkeypatch.setattr(main, "run_one", no_training)
-    monkeypatch.setattr(main, "check_outputs_and_data", no_training)
+    monkeypatch.setattr(main, "class_files_after_checks", no_training)
     assert main.main(tiny_args(tmp_path, class_names=["toy", "other"], report_only=True)) == 0
     assert "| toy | 0.6250 |" in capsys.readouterr().out
     table = read_csv(tmp_path / "results" / "results.csv")
