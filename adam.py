@@ -6,9 +6,11 @@ The arithmetic is torch.optim.Adam's everywhere. What differs is the kernel and 
   exist at once.
 - GPU (memory is plentiful, the host is the bottleneck): one torch.optim.Adam over every
   parameter, stepped once after backward: one launch instead of 128 Python step() calls.
-- fused=True: torch's fused kernel (one pass over parameter, gradient and moments); False:
-  torch's single-tensor loop, bit for bit the reference code's optimizer. The two round
-  differently in the last bits (docs/method.md gives the measured effect).
+- kernel 'fused': torch's fused kernel (one pass over parameter, gradient and moments);
+  'single': torch's single-tensor loop, bit for bit the reference code's optimizer. The two
+  round differently in the last bits, which training amplifies (docs/method.md gives the
+  measured effect), so 'auto' keeps the reference's loop on the CPU, where bit-equality can
+  be had, and takes the fused kernel on a GPU, where it cannot anyway.
 """
 import weakref
 
@@ -100,12 +102,17 @@ class AdamAfterBackward(torch.optim.Adam):
         """Nothing to remove: this optimizer holds no hooks."""
 
 
-def make_optimizer(flow, lr, betas, eps, weight_decay, fused=True):
+def uses_fused_kernel(kernel, on_gpu):
+    """config adam_kernel: 'auto' (fused on a GPU, single-tensor on the CPU), 'fused', 'single'."""
+    return kernel == "fused" or (kernel == "auto" and on_gpu)
+
+
+def make_optimizer(flow, lr, betas, eps, weight_decay, kernel="auto"):
     """Adam on the flow's trainable parameters (the backbone has none): one step after
-    backward on a GPU, in backward on the CPU; fused kernel unless fused=False."""
+    backward on a GPU, in backward on the CPU, with the kernel config adam_kernel names."""
     params = flow_parameters(flow)
     args = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                **kernel_flags(fused))
+                **kernel_flags(uses_fused_kernel(kernel, params[0].is_cuda)))
     if params[0].is_cuda:
         return AdamAfterBackward(params, **args)
     return AdamInBackward(params, **args)

@@ -32,6 +32,7 @@ from torchvision import transforms
 import data
 from data import IMAGENET_MEAN, IMAGENET_STD, build_image_set, rotation_angles
 from model import flow_parameters, load_alexnet_features, nll_loss
+from bench_split import split_line, step_split
 from checkpoints import CheckpointWriter, snapshot
 from train import (TrainStep, build_model, images_for, make_optimizer, score_images,
                    train_one_epoch)
@@ -151,7 +152,7 @@ def measure_ours(cfg, device, train_paths, test_paths):
     results["cache_images_per_s"] = len(train_paths) / cache_time
     model = build_model(cfg, load_alexnet_features(False)).to(device)
     optimizer = make_optimizer(model.flow, cfg["lr_init"], cfg["adam_betas"], cfg["adam_eps"],
-                               cfg["weight_decay"])
+                               cfg["weight_decay"], cfg["adam_kernel"])
     images = images_for(train_set, cfg, device)
     test_images = images_for(test_set, cfg, device)
     results["cache_on_device"] = images.device.type != "cpu"
@@ -169,6 +170,9 @@ def measure_ours(cfg, device, train_paths, test_paths):
         seconds, _ = timed(lambda: score_images(model, test_images, angles, device), device)
     results["score_images_per_s"] = len(test_paths) * cfg["n_transforms_test"] / seconds
     results["bytes_per_scored_image"] = moved["bytes"] / len(test_paths)
+    with step_split(model, optimizer, device) as split:
+        epoch(images)  # once more, each part timed (the waits it adds stay out of the rate)
+    results["step_split_s"] = {part: seconds / steps for part, seconds in split.items()}
     results["checkpoint"] = measure_checkpoints(cfg, (model, optimizer, gen),
                                                 lambda: epoch(images))
     return results, model
@@ -223,6 +227,7 @@ def report(res):
         lines.append(f"{label:<28}{ours:>12.1f}{ref:>12.1f}{ours / ref:>9.2f}x" if ref else
                      f"{label:<28}{ours:>12.1f}{'-':>12}")
     lines.append(f"{'cache build (img/s)':<28}{res['ours']['cache_images_per_s']:>12.1f}")
+    lines.append(split_line(res["ours"]["step_split_s"]))
     measured, (before_step, before_image) = res["ours"], res["bytes_per_transformed_copy"]
     lines.append(f"uint8 images to the device (counted at data.to_device; cache "
                  f"{'on the device' if measured['cache_on_device'] else 'in host memory'}): "
@@ -273,7 +278,8 @@ def main(argv=None):
            "bytes_per_transformed_copy": bytes_per_transformed_copy(cfg, args.n_train),
            **{k: cfg[k] for k in ("img_size", "n_transforms", "n_transforms_test", "batch_size",
                                   "meta_epochs",
-                                  "channels_last", "amp_bf16", "tf32", "cache_device")}}
+                                  "channels_last", "amp_bf16", "tf32", "cache_device",
+                                  "adam_kernel")}}
     print(report(res))
     if args.json:
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(res, indent=2)),

@@ -61,7 +61,7 @@ channels_last = True                # channels-last convolutions (same numbers, 
 amp_bf16 = False                    # backbone in bfloat16 autocast on CUDA (changes scores slightly)
 tf32 = False                        # TF32 for the flow's matmuls on CUDA (changes scores slightly)
 backbone_batch = 64                 # transformed images per backbone forward pass (memory, not results)
-fused_adam = True                   # Adam's fused kernel (6x faster step on CPU; last-bit rounding differs, docs/method.md); False = torch's single-tensor loop, bit-equal to the reference code
+adam_kernel = "auto"                # 'auto': fused on a GPU, single-tensor loop on the CPU; 'fused' (CPU: 6x faster step, other rounding: changes numbers); 'single'
 
 # run
 device = "auto"                     # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'

@@ -20,6 +20,7 @@ POSITIVE_INTS = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "n_
                  "n_transforms_test", "batch_size", "meta_epochs", "sub_epochs", "backbone_batch")
 TEST_ROTATIONS = ("random", "fixed")
 CACHE_DEVICES = ("auto", "cpu", "device")
+ADAM_KERNELS = ("auto", "fused", "single")
 NON_NEGATIVE = ("transf_brightness", "transf_contrast", "transf_saturation",
                 "num_workers", "weight_decay", "n_misses")
 MAX_SEED = 2 ** 32 - 1  # numpy's SeedSequence / np.random.seed accept 0 .. 2**32 - 1
@@ -166,6 +167,7 @@ def _check_ranges(cfg):
 def _check_choices(cfg):
     """Settings that name one of a few options, or a list of folder names."""
     for name, choices in (("test_rotations", TEST_ROTATIONS), ("cache_device", CACHE_DEVICES),
+                          ("adam_kernel", ADAM_KERNELS),
                           ("reference", (*REFERENCES, "none"))):
         if cfg[name] not in choices:
             _fail(name, f"one of {choices}", cfg[name])

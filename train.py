@@ -201,7 +201,7 @@ def setup_model(cfg, device):
     backbone = load_alexnet_features(cfg["pretrained"], cfg["weights_path"])  # fails fast
     model = build_model(cfg, backbone).to(device)
     optimizer = make_optimizer(model.flow, cfg["lr_init"], cfg["adam_betas"], cfg["adam_eps"],
-                               cfg["weight_decay"], cfg["fused_adam"])
+                               cfg["weight_decay"], cfg["adam_kernel"])
     return model, optimizer, torch.Generator().manual_seed(cfg["seed"])
 
 

@@ -9,7 +9,8 @@ import torch
 
 import main
 import train
-from adam import AdamAfterBackward, AdamInBackward, kernel_flags, make_optimizer
+from adam import (AdamAfterBackward, AdamInBackward, kernel_flags, make_optimizer,
+                  uses_fused_kernel)
 from conftest import tiny_args
 from model import build_flow, flow_parameters, nll_loss
 
@@ -58,8 +59,8 @@ def test_each_way_of_stepping_equals_one_torch_adam_and_resumes_exactly(fused, k
 
 def test_fused_and_single_tensor_kernels_differ_in_rounding_only():
     flows, x = twin_flows(2), torch.randn(6, 8)
-    fused = make_optimizer(flows[0], **ADAM, fused=True)
-    single = make_optimizer(flows[1], **ADAM, fused=False)
+    fused = make_optimizer(flows[0], **ADAM, kernel="fused")
+    single = make_optimizer(flows[1], **ADAM, kernel="single")
     steps(flows[0], fused, x, 5)
     steps(flows[1], single, x, 5)
     pairs = list(zip(flow_parameters(flows[0]), flow_parameters(flows[1])))
@@ -70,9 +71,9 @@ def test_fused_and_single_tensor_kernels_differ_in_rounding_only():
 @pytest.mark.parametrize("saved_fused", [False, True])
 def test_a_resumed_optimizer_keeps_the_kernel_of_its_own_process(saved_fused):
     flows, x = twin_flows(2), torch.randn(6, 8)
-    saver = make_optimizer(flows[0], **ADAM, fused=saved_fused)
+    saver = make_optimizer(flows[0], **ADAM, kernel="fused" if saved_fused else "single")
     steps(flows[0], saver, x, 1)
-    loader = make_optimizer(flows[1], **ADAM, fused=not saved_fused)
+    loader = make_optimizer(flows[1], **ADAM, kernel="single" if saved_fused else "fused")
     loader.load_state_dict(saver.state_dict())
     assert all(opt.param_groups[0]["fused"] is (not saved_fused) for opt in loader.optimizers)
     steps(flows[1], loader, x, 1)  # the fused kernel wants its step count as a float tensor
@@ -92,9 +93,16 @@ def dropped_after_use(make):
     return [r for r in refs if r() is not None]
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_a_dropped_flow_and_its_optimizer_are_freed(fused):
-    assert dropped_after_use(lambda flow: make_optimizer(flow, **ADAM, fused=fused)) == []
+@pytest.mark.parametrize("kernel", ["single", "fused"])
+def test_a_dropped_flow_and_its_optimizer_are_freed(kernel):
+    assert dropped_after_use(lambda flow: make_optimizer(flow, **ADAM, kernel=kernel)) == []
+
+
+def test_auto_takes_the_reference_loop_on_the_cpu_and_the_fused_kernel_on_a_gpu():
+    flow = build_flow(8, 2, 16, 0.0, 3.0)
+    assert all(not opt.param_groups[0]["fused"] for opt in make_optimizer(flow, **ADAM).optimizers)
+    assert uses_fused_kernel("auto", on_gpu=True) and not uses_fused_kernel("auto", on_gpu=False)
+    assert uses_fused_kernel("fused", on_gpu=False) and not uses_fused_kernel("single", on_gpu=True)
 
 
 def test_no_tensor_of_a_run_outlives_it(tmp_path, toy_class, monkeypatch):
