@@ -27,6 +27,11 @@ def kernel_flags(fused):
     return {"foreach": False, "fused": bool(fused)}
 
 
+def implementation_of(optimizer):
+    """The implementation flags a torch.optim.Adam was built with."""
+    return {k: optimizer.param_groups[0][k] for k in IMPLEMENTATION_FLAGS}
+
+
 def with_own_implementation(state_dict, flags):
     """A saved optimizer state whose param groups take `flags` (this process's kernel) in place
     of those of the process that saved it: a run trained on the CPU and resumed on a GPU keeps
@@ -55,8 +60,8 @@ class AdamInBackward:
 
     def __init__(self, params, **adam_args):
         self.params = list(params)
-        self.flags = {k: adam_args[k] for k in IMPLEMENTATION_FLAGS if k in adam_args}
         self.optimizers = [torch.optim.Adam([p], **adam_args) for p in self.params]
+        self.flags = implementation_of(self.optimizers[0])
         self._hooks = [p.register_post_accumulate_grad_hook(_step_and_free(weakref.ref(opt)))
                        for p, opt in zip(self.params, self.optimizers)]
 
@@ -93,7 +98,7 @@ class AdamAfterBackward(torch.optim.Adam):
 
     def __init__(self, params, **adam_args):
         super().__init__(params, **adam_args)
-        self.flags = {k: adam_args[k] for k in IMPLEMENTATION_FLAGS if k in adam_args}
+        self.flags = implementation_of(self)
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(with_own_implementation(state_dict, self.flags))
