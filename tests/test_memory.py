@@ -9,8 +9,8 @@ GB_PER_LEAKED_RUN = 2.07  # flow + two moment buffers at 8 blocks of width 2048
 
 @pytest.mark.slow
 def test_three_runs_at_the_default_flow_width_hold_their_memory_flat(tmp_path):
-    names = write_classes(tmp_path / "data", 3, 64)
-    # fc_internal and n_coupling_blocks keep their defaults (2048, 8): the paper's flow
+    names = write_classes(tmp_path / "data", 3, 64)  # resized to 256 px: 3 scales, 768 features
+    # n_scales, fc_internal and n_coupling_blocks keep their defaults (3, 2048, 8): the paper's flow
     runs = measured_runs(main_args(tmp_path, names, 1, ["--meta_epochs=1", "--save_model=False",
                                                         "--pixel_auroc=False"]))
     assert [r["status"] for r in runs] == ["ok"] * 3
