@@ -136,11 +136,13 @@ def flow_parameters(flow):
 
 @dataclass(frozen=True)
 class Speed:
-    """How the backbone runs; none of it changes what the model computes, except amp_bf16
-    (bfloat16 autocast of the backbone, which changes scores slightly)."""
+    """How the backbone runs. The defaults compute the plain float32 layout. The others change
+    rounding, not the method (measured in docs/method.md, Speed options): channels_last and
+    another backbone_batch move features by about 1e-7 of their scale, amp_bf16 (bfloat16
+    autocast of the backbone) changes scores by up to a few per cent."""
     channels_last: bool = False  # channels-last convolutions and inputs
     amp_bf16: bool = False
-    backbone_batch: int = 64     # transformed images per backbone pass (memory, not results)
+    backbone_batch: int = 64     # transformed images per backbone pass (memory; rounding)
 
 
 class DifferNet(nn.Module):
