@@ -138,7 +138,7 @@ def flow_parameters(flow):
 class Speed:
     """How the backbone runs. The defaults compute the plain float32 layout. The others change
     rounding, not the method (measured in docs/method.md, Speed options): channels_last and
-    another backbone_batch move features by about 1e-7 of their scale, amp_bf16 (bfloat16
+    another backbone_batch move features by 1e-7 to 2e-6 of their scale, amp_bf16 (bfloat16
     autocast of the backbone) changes scores by up to a few per cent."""
     channels_last: bool = False  # channels-last convolutions and inputs
     amp_bf16: bool = False
