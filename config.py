@@ -54,13 +54,13 @@ grad_map_all = False                # with grad_map_viz: maps of every test imag
 pixel_auroc = True                  # pixel AUROC and AUPRO from gradient maps when ground-truth masks exist
 n_misses = 8                        # worst-scored anomalous and normal test images shown in results/<class>/misses
 
-# speed (none changes the method; those that change numbers are off)
-cache_device = "auto"               # uint8 image cache: 'auto' (on the GPU if it fits half its free memory), 'cpu', 'device'
+# speed (none changes the method; those that change numbers are off; docs/method.md measures each)
+cache_device = "auto"               # uint8 image cache: 'auto' (on the GPU if it fits half its free memory), 'cpu', 'device'; same bits
 cache_mmap = ""                     # folder for a memory-mapped image cache; "" = keep it in memory
-channels_last = True                # channels-last convolutions (same numbers, faster on GPU)
+channels_last = False               # channels-last convolutions: faster on GPU; changes features by ~2e-6 of their scale, scores ~1e-7
 amp_bf16 = False                    # backbone in bfloat16 autocast on CUDA (changes scores slightly)
 tf32 = False                        # TF32 for the flow's matmuls on CUDA (changes scores slightly)
-backbone_batch = 64                 # transformed images per backbone forward pass (memory, not results)
+backbone_batch = 64                 # transformed images per backbone forward pass (memory; other sizes round differently, ~1e-7)
 adam_kernel = "auto"                # 'auto': fused on a GPU, single-tensor loop on the CPU; 'fused' (CPU: 6x faster step, other rounding: changes numbers); 'single'
 
 # run

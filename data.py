@@ -265,7 +265,9 @@ def normalize_(images):
 
 
 def color_jitter(images, brightness, contrast, saturation, generator):
-    """Per-image colour jitter in [0, 1] space, as torchvision's ColorJitter; a no-op when all are 0."""
+    """Per-image colour jitter in [0, 1] space with torchvision's adjustments and factor ranges,
+    applied in the fixed order brightness, contrast, saturation (ColorJitter draws a random
+    order; docs/method.md, Deviations); a no-op when all are 0."""
     from torchvision.transforms.v2 import functional as TF
     out = []
     for img in images:

@@ -15,6 +15,7 @@ from torchvision.models import AlexNet_Weights, alexnet
 
 FEATURES_PER_SCALE = 256  # channels of AlexNet's last convolution
 ATAN_SCALE = 0.636        # ~2/pi: maps atan's range to about [-1, 1] (paper eq. 2)
+OUTPUT_CLAMP = 1e6        # the reference's coupling blocks clamp their outputs to +-1e6
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -104,15 +105,27 @@ def subnet_constructor(fc_internal, dropout):
     return build
 
 
+class ClampedGLOWCouplingBlock(GLOWCouplingBlock):
+    """FrEIA's GLOW coupling with its output clamped to +-OUTPUT_CLAMP, as the reference's
+    blocks do (FrEIA's do not). Identity, gradient included, below 1e6 in magnitude, i.e. for
+    any flow short of divergence; beyond, z stays finite as in the reference."""
+
+    def forward(self, x, c=None, rev=False, jac=True):
+        (y,), log_jac_det = super().forward(x, c or [], rev, jac)
+        return (torch.clamp(y, -OUTPUT_CLAMP, OUTPUT_CLAMP),), log_jac_det
+
+
 def build_flow(n_feat, n_coupling_blocks, fc_internal, dropout, clamp_alpha):
     """Fixed permutation (seed k for block k) + GLOW affine coupling, n_coupling_blocks times
     (paper section 3.3). With x split into halves x1, x2, a block computes
     y1 = x1 * exp(s2(x2)) + t2(x2) and y2 = x2 * exp(s1(y1)) + t1(y1); its log|det J| is the sum
-    of the clamped log-scales s (eq. 2, soft_clamp)."""
+    of the clamped log-scales s (eq. 2, soft_clamp); its output is clamped to +-1e6 as in the
+    reference code (ClampedGLOWCouplingBlock)."""
     flow = SequenceINN(n_feat)
     for k in range(n_coupling_blocks):
         flow.append(PermuteRandom, seed=k)
-        flow.append(GLOWCouplingBlock, subnet_constructor=subnet_constructor(fc_internal, dropout),
+        flow.append(ClampedGLOWCouplingBlock,
+                    subnet_constructor=subnet_constructor(fc_internal, dropout),
                     clamp=clamp_alpha, clamp_activation=soft_clamp(clamp_alpha))
     return flow
 
@@ -124,11 +137,13 @@ def flow_parameters(flow):
 
 @dataclass(frozen=True)
 class Speed:
-    """How the backbone runs; none of it changes what the model computes, except amp_bf16
-    (bfloat16 autocast of the backbone, which changes scores slightly)."""
+    """How the backbone runs. The defaults compute the plain float32 layout. The others change
+    rounding, not the method (measured in docs/method.md, Speed options): channels_last and
+    another backbone_batch move features by 1e-7 to 2e-6 of their scale, amp_bf16 (bfloat16
+    autocast of the backbone) changes scores by up to a few per cent."""
     channels_last: bool = False  # channels-last convolutions and inputs
     amp_bf16: bool = False
-    backbone_batch: int = 64     # transformed images per backbone pass (memory, not results)
+    backbone_batch: int = 64     # transformed images per backbone pass (memory; rounding)
     tf32: bool = False           # TF32 for the flow's matmuls on CUDA (changes scores slightly)
 
 

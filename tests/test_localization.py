@@ -46,8 +46,9 @@ def test_map_maximum_falls_on_the_planted_defect(trained):
             y, x = np.unravel_index(heat.numpy().argmax(), heat.shape)
             hits.append(mask[y, x])
             chance.append(mask.mean())
-    # measured: 12 of 12 hits, where a random pixel would hit about 2% of the time
-    assert np.mean(hits) >= 0.75 and np.mean(chance) < 0.05
+    # measured: 8 of 12 hits with the reference's maps (the earlier approximate maps: 12 of 12),
+    # where a random pixel would hit about 2% of the time
+    assert np.mean(hits) >= 0.5 and np.mean(chance) < 0.05
 
 
 def test_pixel_metrics_are_high_for_planted_defects(trained):

@@ -1,13 +1,18 @@
-"""Refactoring guard: a tiny configuration trained end to end must give exactly the pinned
-checkpoint tensors, test scores, threshold and metrics (tests/data/pinned_tiny.json).
+"""Refactoring guard: a tiny configuration trained end to end must give the pinned test scores,
+threshold and metrics (tests/data/pinned_tiny.json) on every CPU, within a tolerance that covers
+another CPU's kernels; on the machine kind the pin was made on (recorded in the file) the
+checkpoint tensors, scores, threshold and metrics must match bit for bit.
 
-Floating-point results depend on the CPU's kernels, so the pin holds for the machine kind it was
-made on (recorded in the file); elsewhere the test is skipped. Regenerate it with
-`python tests/test_pinned.py` only after a change that is meant to alter numbers, and say why in
-the commit.
+Regenerate the pin, after a change that is meant to alter numbers (and say why in the commit):
+
+    python tests/test_pinned.py
+
+The direct guards of the protocol's constants are tests/test_protocol.py and
+tests/test_gradient_maps.py (fast tier); this pin catches what they do not name.
 """
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -17,6 +22,12 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIN = os.path.join(ROOT, "tests", "data", "pinned_tiny.json")
+# Other kernels (this AVX2 machine run with ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41
+# MKL_ENABLE_INSTRUCTIONS=SSE4_2, as a CPU without AVX would) moved the scores and threshold by
+# 1.4e-7 relative at most and the pixel metrics by 1.5e-7; the tolerances leave 70x room.
+SCORES_RTOL = 1e-5
+METRICS_ATOL = 1e-3  # the image metrics of 12 images move only when a near tie flips
+EXACT_KEYS = ("flow", "optimizer", "test_scores", "threshold", "metrics")
 
 
 def machine():
@@ -61,15 +72,39 @@ def pinned_values(tmp_path):
             "metrics": {k: repr(float(rows[0][k])) for k in metric_keys}}
 
 
-@pytest.mark.slow
-def test_tiny_configuration_matches_the_pin(tmp_path):
+def load_pin():
     with open(PIN) as f:
-        pin = json.load(f)
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory):
+    return pinned_values(tmp_path_factory.mktemp("pinned"))
+
+
+def relative_differences(got, pinned):
+    return [abs(float(g) - float(p)) / abs(float(p)) for g, p in zip(got, pinned)]
+
+
+@pytest.mark.slow
+def test_tiny_configuration_matches_the_pin_within_tolerance_on_any_cpu(trained_tiny):
+    pin = load_pin()["values"]
+    assert len(trained_tiny["test_scores"]) == len(pin["test_scores"])
+    worst = max(relative_differences(trained_tiny["test_scores"] + [trained_tiny["threshold"]],
+                                     pin["test_scores"] + [pin["threshold"]]))
+    assert worst <= SCORES_RTOL, f"scores moved by {worst:.2e} relative"
+    for key, value in pin["metrics"].items():
+        got, want = float(trained_tiny["metrics"][key]), float(value)
+        assert math.isclose(got, want, abs_tol=METRICS_ATOL), f"{key}: {got} vs pinned {want}"
+
+
+@pytest.mark.slow
+def test_tiny_configuration_matches_the_pin_bit_for_bit_on_its_machine_kind(trained_tiny):
+    pin = load_pin()
     if pin["machine"] != machine():
-        pytest.skip(f"pin made on {pin['machine']}, this is {machine()}")
-    got = pinned_values(tmp_path)
-    for key in ("flow", "optimizer", "test_scores", "threshold", "metrics"):
-        assert got[key] == pin["values"][key], key
+        pytest.skip(f"exact pin made on {pin['machine']}, this is {machine()}")
+    for key in EXACT_KEYS:
+        assert trained_tiny[key] == pin["values"][key], key
 
 
 if __name__ == "__main__":
