@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spreadsheet import spreadsheet_safe
+
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 
@@ -124,11 +126,12 @@ def fmt(value, digits=4):
 
 
 def write_csv(path, header, rows, setting="results_dir"):
-    """A CSV file (header, then rows) written by temp file + rename; an OSError names the file
-    and the setting that chose its folder."""
+    """A CSV file (header, then rows) written by temp file + rename, every cell spreadsheet-safe
+    (names and labels come from folders and files users made); an OSError names the file and
+    the setting that chose its folder."""
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
+            writer.writerow([spreadsheet_safe(c) for c in header])
+            writer.writerows([spreadsheet_safe(c) for c in row] for row in rows)
     atomic_write(path, write, setting=setting)

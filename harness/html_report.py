@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from harness.references import REFERENCES
 from harness.results import NOT_RUN, cell
+from spreadsheet import csv_cell_text
 from utils import atomic_write
 
 REPORT_NAME = "index.html"
@@ -38,8 +39,10 @@ def link(path, results_dir):
 
 
 def read_csv_rows(path):
+    """Rows of a CSV we wrote, each cell's text as it was before spreadsheet_safe."""
     with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        return [{csv_cell_text(k): csv_cell_text(v or "") for k, v in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def results_table(rows, mean, anchors):

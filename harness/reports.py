@@ -12,6 +12,7 @@ from harness.records import write_history
 from harness.figures import plot_auroc_history, plot_roc, plot_score_histogram, save_map_figure
 from localization import MapSource, pixel_report
 from metrics import image_metrics
+from spreadsheet import csv_cell_text
 from utils import write_csv
 
 DEFECTS_CSV = "defects.csv"  # per class folder: columns image (file stem), defect
@@ -34,10 +35,10 @@ def read_defects_csv(path):
                           f"{reader.fieldnames}; defect types are taken from the test folders")
             return {}
         table = {}
-        for row in reader:
-            name = Path(row["image"])
-            table[name.stem if name.suffix.lower() in IMAGE_EXTENSIONS else row["image"]] = \
-                row["defect"]
+        for row in reader:  # prepare_visa.py writes labels spreadsheet-safe: the text back
+            image, defect = csv_cell_text(row["image"]), csv_cell_text(row["defect"])
+            name = Path(image)
+            table[name.stem if name.suffix.lower() in IMAGE_EXTENSIONS else image] = defect
     return table
 
 
