@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from tqdm import tqdm
 
@@ -30,6 +30,28 @@ def check_url(url):
     if urlsplit(url).scheme not in ("http", "https"):
         raise PrepareError(f"--url '{url}' is not an http(s) URL; only http and https are fetched "
                            f"(for a local file use --archive)")
+
+
+class HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to http(s): urllib alone would follow one to ftp:// too."""
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        target = headers.get("location") or headers.get("uri")
+        if target is not None:
+            new = urljoin(req.full_url, target)
+            if urlsplit(new).scheme not in ("http", "https"):
+                fp.close()
+                raise PrepareError(f"{req.full_url} redirects to '{new}', which is not an http(s) "
+                                   f"URL; only http and https are fetched. Download the archive "
+                                   f"another way and pass --archive FILE")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+OPENER = urllib.request.build_opener(HttpOnlyRedirects)
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+OPENER_MAX_REDIRECTS = HttpOnlyRedirects.max_redirections
 
 
 def gib(n):
@@ -71,7 +93,7 @@ def open_range(url, offset, timeout):
     headers = {"User-Agent": "differnet-prepare"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    return OPENER.open(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
 def stream(response, part, offset, digest, bar):
@@ -128,8 +150,13 @@ def download_with_retries(url, part, name):
             try:
                 return attempt(url, part, bars, name, TIMEOUT_S)
             except urllib.error.HTTPError as e:
+                if e.code in REDIRECT_CODES:  # urllib's loop and too-many-redirects errors
+                    raise PrepareError(f"cannot download {url}: its redirects do not end (a "
+                                       f"loop, or more than {OPENER_MAX_REDIRECTS}); download "
+                                       f"{name} another way and pass --archive FILE") from None
                 if e.code != 416:
-                    raise PrepareError(f"cannot download {url}: HTTP {e.code} {e.reason}; "
+                    reason = " ".join(str(e.reason).split())  # one line, whatever the server sent
+                    raise PrepareError(f"cannot download {url}: HTTP {e.code} {reason}; "
                                        f"download {name} another way and pass --archive FILE"
                                        ) from None
                 part.unlink(missing_ok=True)  # asked for bytes past the end: not a prefix

@@ -100,3 +100,32 @@ def test_free_space_is_checked_with_figures(tmp_path, monkeypatch):
         check_free_space(tmp_path / "new", [("archive", 2 << 30), ("extraction", 1 << 30)])
     assert "archive 2.00 GiB + extraction 1.00 GiB = 3.00 GiB needed, 2.00 GiB free" in str(e.value)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_redirect_to_another_scheme_is_refused_at_once(tmp_path):
+    with Loopback({}, redirects={"/a.tar": "ftp://127.0.0.1/a.tar"}) as server:
+        with pytest.raises(PrepareError) as caught:
+            fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA)
+    message = str(caught.value)
+    assert "redirects to 'ftp://127.0.0.1/a.tar', which is not an http(s) URL" in message
+    assert "\n" not in message
+    assert len(server.requests) == 1  # not retried: asked once, nothing fetched from ftp
+    assert not (tmp_path / "a.tar").exists() and not (tmp_path / "a.tar.part").exists()
+
+
+def test_a_redirect_to_http_is_followed_at_every_hop(tmp_path):
+    with Loopback({"/b.tar": DATA}) as target:
+        hops = {"/a.tar": "/hop", "/hop": target.url("/b.tar")}
+        with Loopback({}, redirects=hops) as server:
+            fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA)
+    assert (tmp_path / "a.tar").read_bytes() == DATA
+    with Loopback({}, redirects={"/a.tar": "/hop", "/hop": "file:///etc/hostname"}) as server:
+        with pytest.raises(PrepareError, match="redirects to 'file:///etc/hostname'"):
+            fetch(server.url("/a.tar"), tmp_path / "c.tar", SHA)
+
+
+def test_a_redirect_loop_is_one_line(tmp_path):
+    with Loopback({}, redirects={"/a.tar": "/b.tar", "/b.tar": "/a.tar"}) as server:
+        with pytest.raises(PrepareError) as caught:
+            fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA)
+    assert "its redirects do not end" in str(caught.value) and "\n" not in str(caught.value)
