@@ -232,30 +232,84 @@ def snapshot(model, optimizer, generator, cfg, state, copy=False):
             "config": dict(cfg)}
 
 
+DATA_FORMAT = "sha256"  # data["content"]: the digest covers each file's bytes, not its size only
+_content_hashes = {}  # (path, size, mtime_ns, inode) -> sha256: each file hashed once a process
+
+
+def content_hash(path):
+    """SHA-256 of a file's bytes, computed once per process while the file keeps its size,
+    modification time and inode (every seed of a class and every check reuse it)."""
+    info = os.stat(path)
+    key = (os.path.realpath(path), info.st_size, info.st_mtime_ns, info.st_ino)
+    if key not in _content_hashes:
+        with open(path, "rb") as f:
+            _content_hashes[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _content_hashes[key]
+
+
+def _data_files(files):
+    return [*files.train, *files.test, *(m for m in files.masks if m)]
+
+
 def data_fingerprint(files):
-    """Counts and a digest of the relative paths and sizes of a class's image and mask files
-    (data.ClassFiles): a resumed run must see the data its checkpoint was trained and scored on."""
-    digest = hashlib.sha1()
-    for path in [*files.train, *files.test, *(m for m in files.masks if m)]:
-        digest.update(f"{os.path.relpath(path, files.class_dir)}\0{os.path.getsize(path)}\n"
-                      .encode())
+    """Counts, each file's content hash by relative path, and one digest over them of a class's
+    image and mask files (data.ClassFiles): a resumed or read-back run must see the very bytes
+    its checkpoint was trained and scored on (an image replaced at the same size included)."""
+    hashes = {os.path.relpath(p, files.class_dir): content_hash(p) for p in _data_files(files)}
+    digest = hashlib.sha1("".join(f"{rel}\0{h}\n" for rel, h in hashes.items()).encode())
     return {"train_images": len(files.train), "test_normal": int((files.labels == 0).sum()),
             "test_anomalous": int((files.labels == 1).sum()),
-            "masks": sum(m is not None for m in files.masks), "digest": digest.hexdigest()}
+            "masks": sum(m is not None for m in files.masks), "digest": digest.hexdigest(),
+            "content": DATA_FORMAT, "files": {rel: h[:16] for rel, h in hashes.items()}}
+
+
+def legacy_digest(files):
+    """The digest of checkpoints written before contents were hashed: paths and sizes only."""
+    digest = hashlib.sha1()
+    for path in _data_files(files):
+        digest.update(f"{os.path.relpath(path, files.class_dir)}\0{os.path.getsize(path)}\n"
+                      .encode())
+    return digest.hexdigest()
 
 
 def _counts_text(data):
     return ", ".join(f"{k.replace('_', ' ')} {data.get(k, '?')}" for k in DATA_COUNTS)
 
 
-def check_same_data(state, data, class_name, path):
-    """Refuse to resume (or read back) a checkpoint whose class data have changed since."""
+def _what_changed(old, data):
+    """The first file whose content, presence or name differs, in words."""
+    before, now = old.get("files", {}), data["files"]
+    for rel in sorted(set(before) | set(now)):
+        if rel not in now:
+            return f"{rel} is gone"
+        if rel not in before:
+            return f"{rel} is new"
+        if before[rel] != now[rel]:
+            return f"{rel} has other content"
+    return "the same files"  # not reached: equal hashes and names give an equal digest
+
+
+def check_same_data(state, data, class_name, path, files=None):
+    """Refuse to resume (or read back) a checkpoint whose class data have changed since. A
+    checkpoint from before content hashes is checked by names and sizes (files: the ClassFiles),
+    with a warning that contents could not be compared."""
     old = state.get("data")
     if old is None or old == data:
         return
-    what = ("the same counts, but files were added, removed, renamed or resized"
-            if all(old.get(k) == data[k] for k in DATA_COUNTS) else
-            f"then {_counts_text(old)}; now {_counts_text(data)}")
+    same_counts = all(old.get(k) == data[k] for k in DATA_COUNTS)
+    if old.get("content") is None and same_counts and files is not None \
+            and old.get("digest") == legacy_digest(files):
+        warnings.warn(f"checkpoint '{path}' was written before image contents were hashed: "
+                      f"the data of '{class_name}' have the same names and sizes, but an image "
+                      f"replaced at the same size cannot be told apart. Retrain to be sure")
+        return
+    if not same_counts:
+        what = f"then {_counts_text(old)}; now {_counts_text(data)}"
+    elif old.get("content") is None:
+        what = "the same counts, but files were added, removed, renamed or changed"
+    else:
+        what = (f"the same counts, but files were added, removed, renamed or changed: "
+                f"{_what_changed(old, data)}")
     raise ValueError(f"the data of '{class_name}' changed since checkpoint '{path}' was written "
                      f"({what}); its model and AUROCs do not describe these images. Restore the "
                      f"data, or move the checkpoint away (or choose another checkpoint_dir) to retrain")
@@ -294,7 +348,7 @@ def check_fits(state, path, cfg, files):
     """A loaded checkpoint must fit this run's class, seed, architecture, data and meta_epochs."""
     check_checkpoint_matches(state, cfg, files.name, path)
     check_same_seed(state, cfg["seed"], path)
-    check_same_data(state, data_fingerprint(files), files.name, path)
+    check_same_data(state, data_fingerprint(files), files.name, path, files)
     check_epochs(state, cfg["meta_epochs"], path)
     check_same_evaluation(state, cfg, path)
 
