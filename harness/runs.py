@@ -12,7 +12,7 @@ from checkpoints import (CheckpointWriter, check_resumable, checkpoint_path,
                          legacy_checkpoint_path, snapshot)
 from harness.locks import acquire_lock, release_lock, remove_stale_temps
 from harness.references import REFERENCES
-from harness.records import METHOD_KEYS, finish_run
+from harness.records import METHOD_KEYS, finish_run, trained_sub_epochs
 from harness.reports import class_reports
 from train import DivergedError, best_auroc, train_class
 
@@ -136,7 +136,13 @@ def train_and_report(cfg, files, seed, device, base):
     finally:
         if writer:  # also when the reports failed: the trained model is not lost
             write_final_checkpoint(writer, run_cfg, trained, metrics)
-    return run_row(base, trained, metrics), run_cfg
+    return run_row(base, trained, metrics), record_settings(run_cfg, trained.state)
+
+
+def record_settings(run_cfg, state):
+    """The settings a run's record is filed under: a run trained under two sub_epochs values
+    (resumed with another) is labelled so, and pooled with runs of neither."""
+    return dict(run_cfg, sub_epochs=trained_sub_epochs(state, run_cfg["sub_epochs"]))
 
 
 def failure_reason(error):
