@@ -44,6 +44,59 @@ REQUIRED_CONFIG = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "
                    "clamp_alpha", "n_transforms_test", "test_rotations", "seed", "backbone_batch")
 
 
+METRICS_CSV = "metrics.csv"
+METRICS_HEADER = ("auroc", "aupr", "f1_max", "f1_threshold")  # image_metrics' keys, in order
+
+
+def check_checkpoint_argument(path):
+    """The checkpoint argument must be a file; a folder (a run's checkpoint folder) is named as
+    one, with the checkpoint(s) inside it, instead of a bare 'not found'."""
+    path = Path(path)
+    if path.is_file():
+        return
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist; pass the checkpoint.pt "
+                                f"written by main.py (checkpoints/<class>/seed<k>/checkpoint.pt)")
+    inside = sorted(path.glob("checkpoint.pt")) + sorted(path.glob("*/checkpoint.pt")) + \
+        sorted(path.glob("*/*/checkpoint.pt"))
+    found = (f"; pass the checkpoint inside it: {', '.join(str(p) for p in inside[:3])}"
+             + (" ..." if len(inside) > 3 else "")) if inside else \
+        "; it holds no checkpoint.pt (checkpoints/<class>/seed<k>/checkpoint.pt)"
+    raise ValueError(f"checkpoint '{path}' is a folder, not a checkpoint file{found}")
+
+
+def is_our_metrics_csv(path):
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            return f.readline().strip() == ",".join(METRICS_HEADER)
+    except OSError:
+        return False
+
+
+def is_our_map(path):
+    """A map evaluate.py writes: '<image name with its extension>.png' (x.jpg -> x.jpg.png)."""
+    return path.suffix == ".png" and Path(path.stem).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def remove_earlier_outputs(out):
+    """Before writing, remove what an earlier evaluate.py wrote into out and this run would
+    not replace (another target's metrics.csv, its maps): nothing stale stays beside the new
+    scores.csv. Only files of our names and content go; the user's own files stay."""
+    out = Path(out)
+    if is_our_metrics_csv(out / METRICS_CSV):
+        (out / METRICS_CSV).unlink()
+    maps = out / "maps"
+    if not maps.is_dir():
+        return
+    for path in sorted(maps.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() and not path.is_symlink() and is_our_map(path):
+            path.unlink()
+        elif path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()
+    if not any(maps.iterdir()):
+        maps.rmdir()
+
+
 def load_trained_model(path, device):
     """Model, config and threshold from a checkpoint, backbone weights included (no download).
     A partial or incompatible checkpoint is one error naming the file."""
@@ -163,7 +216,7 @@ def report_metrics(paths, scores, target, out):
     metrics = image_metrics(labels, np.asarray(scores))
     print("labels from the folder layout (good = normal): " + "  ".join(
         f"{k} {v:.4f}" for k, v in metrics.items()))
-    write_csv(Path(out) / "metrics.csv", list(metrics), [[repr(v) for v in metrics.values()]],
+    write_csv(Path(out) / METRICS_CSV, list(metrics), [[repr(v) for v in metrics.values()]],
               setting="--out")
     return metrics
 
@@ -188,6 +241,7 @@ def write_maps(model, cfg, paths, scores, threshold, args, device):
 def score_target(args):
     """Everything checkable first (device, images, checkpoint, output folder), then scoring."""
     device = resolve_device(args.device)
+    check_checkpoint_argument(args.checkpoint)
     files = collect_images(args.target, args.out)
     model, cfg, stored = load_trained_model(args.checkpoint, device)
     check_writable(args.out, "out", kind="option")  # creates --out: only once the inputs are known to be good
@@ -201,6 +255,7 @@ def score_target(args):
     for message in errors:
         print(f"skipped: {message}", file=sys.stderr)
     rows = verdict_rows(paths, scores, threshold)
+    remove_earlier_outputs(args.out)  # scored: the new outputs replace the old ones now
     if args.maps:
         write_maps(model, cfg, paths, scores, threshold, args, device)
     write_csv(Path(args.out) / SCORES_CSV, SCORES_HEADER, rows, setting="--out")
