@@ -147,6 +147,19 @@ def read_rgb(path):
                             f"file", SKIP_HINT) from None
 
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag a camera sets when the picture is to be shown rotated
+
+
+def exif_orientation(path):
+    """An image file's EXIF orientation (1 = as stored), read from its header only; 1 when it
+    has none or cannot be read (the decoder names unreadable files)."""
+    try:
+        with Image.open(path) as img:
+            return int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except (Image.DecompressionBombError, *READ_ERRORS, TypeError):
+        return 1
+
+
 def load_resized(path, size):
     """Decode and resize once (bilinear, aspect ratio not kept) to a (3, S, S) uint8 tensor."""
     img = read_rgb(path).resize((size, size), Image.BILINEAR)
