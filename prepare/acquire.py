@@ -22,6 +22,20 @@ def parse_bool(text):
 
 parse_bool.__name__ = "True/False"  # argparse names the expected kind in its error
 
+HEX = set("0123456789abcdef")
+
+
+def parse_sha256(text):
+    """A SHA-256 as 64 hexadecimal digits, in either case (stored in lower case, as hashlib
+    writes it), checked before anything is downloaded: a typo must not cost a download."""
+    value = text.strip().lower()
+    if len(value) != 64 or not set(value) <= HEX:
+        raise ValueError(text)
+    return value
+
+
+parse_sha256.__name__ = "SHA-256 (64 hexadecimal digits)"
+
 
 def add_source_options(parser, archive):
     parser.add_argument("--download_dir", default=DOWNLOAD_DIR,
@@ -30,8 +44,9 @@ def add_source_options(parser, archive):
     parser.add_argument("--archive", help=f"use this copy of {archive.filename} instead of "
                                           f"downloading it (verified the same way)")
     parser.add_argument("--url", default=archive.url, help="download from this mirror")
-    parser.add_argument("--sha256", default=archive.sha256,
-                        help="expected SHA-256 of the archive (for a mirror's own copy)")
+    parser.add_argument("--sha256", default=archive.sha256, type=parse_sha256,
+                        help="expected SHA-256 of the archive (for a mirror's own copy; 64 "
+                             "hexadecimal digits, either case)")
     parser.add_argument("--keep_archive", type=parse_bool, default=True,
                         help="False: delete the downloaded archive after a verified extraction")
 
