@@ -75,14 +75,29 @@ def same_disk(a, b):
     return device(a) == device(b)
 
 
+UNKNOWN_SIZE_FACTOR = 2  # a download of unknown size may be at most this times its estimate
+
+
+def archive_estimate(archive):
+    """The archive's size, or (MTD: GitHub's ZIP has no fixed size) the size of its files."""
+    return archive.size or archive.unpacked_bytes
+
+
 def check_space(archive, download_dir, out, archive_missing, prepared_bytes):
-    needs = [("archive", archive.size or archive.unpacked_bytes)] if archive_missing else []
+    """Free space for what is still to come. A kept partial download (.part, resumed next)
+    already holds part of the archive: that part is not asked for again, and it is named."""
+    part = Path(download_dir) / (archive.filename + ".part")
+    held = part.stat().st_size if archive_missing and part.is_file() else 0
+    note = (f" (the partial download '{part}', {held / 2**30:.2f} GiB, is kept there and "
+            f"resumed; delete it to start over)" if held else "")
+    needs = [("rest of the archive" if held else "archive",
+              max(0, archive_estimate(archive) - held))] if archive_missing else []
     needs.append(("extraction", archive.unpacked_bytes))
     if prepared_bytes and same_disk(download_dir, out):
         needs.append(("prepared copy", prepared_bytes))
     elif prepared_bytes:
         check_free_space(out, [("prepared copy", prepared_bytes)])
-    check_free_space(download_dir, needs)
+    check_free_space(download_dir, needs, note)
 
 
 def user_archive(path, sha256, size):
@@ -110,7 +125,8 @@ def downloaded_archive(archive, args, out, prepared_bytes):
     check_space(archive, args.download_dir, out, True, prepared_bytes)
     print(f"downloading {archive.name} ({archive.licence}) from {args.url} into {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return fetch(args.url, path, args.sha256, expected_size(archive, args.sha256))
+    return fetch(args.url, path, args.sha256, expected_size(archive, args.sha256),
+                 max_bytes=UNKNOWN_SIZE_FACTOR * archive_estimate(archive))
 
 
 def obtain(archive, args, target, out, is_top, check=None, prepared_bytes=0):

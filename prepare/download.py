@@ -58,15 +58,16 @@ def gib(n):
     return f"{n / 2**30:.2f} GiB"
 
 
-def check_free_space(folder, needs):
-    """needs: [(what, bytes)]; refuses before anything is written when the disk cannot hold it."""
+def check_free_space(folder, needs, note=""):
+    """needs: [(what, bytes)]; refuses before anything is written when the disk cannot hold it.
+    note: said in the refusal (e.g. a kept partial download that takes space there)."""
     folder = Path(folder)
     probe = next(p for p in (folder, *folder.parents) if p.exists())
     free, total = shutil.disk_usage(probe).free, sum(n for _, n in needs)
     if free < total:
         parts = " + ".join(f"{what} {gib(n)}" for what, n in needs)
         raise PrepareError(f"not enough free space under '{probe}': {parts} = {gib(total)} "
-                           f"needed, {gib(free)} free; free some space or choose another "
+                           f"needed, {gib(free)} free{note}; free some space or choose another "
                            f"--download_dir / --out")
 
 
@@ -96,8 +97,14 @@ def open_range(url, offset, timeout):
     return OPENER.open(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
-def stream(response, part, offset, digest, bar):
-    """Append the response body to part; returns the number of bytes now in part."""
+class TooLargeError(PrepareError):
+    """The server sent more than the archive can be: the .part is removed."""
+
+
+def stream(response, part, offset, digest, bar, max_bytes=None):
+    """Append the response body to part; returns the number of bytes now in part. A body that
+    would make part larger than max_bytes stops the download (a server of unknown size must
+    not fill the disk)."""
     expected = response.headers.get("Content-Length")
     received = 0
     with open(part, "ab" if offset else "wb") as f:
@@ -108,6 +115,11 @@ def stream(response, part, offset, digest, bar):
                 raise Interrupted(str(e) or repr(e)) from None
             if not chunk:
                 break
+            if max_bytes is not None and offset + received + len(chunk) > max_bytes:
+                raise TooLargeError(f"the server sent more than {max_bytes:,} bytes "
+                                    f"({gib(max_bytes)}) for "
+                                    f"{part.name[:-5]}, more than the archive can be; stopped "
+                                    f"and removed the partial file. Check --url")
             try:
                 f.write(chunk)
             except OSError as e:
@@ -120,7 +132,7 @@ def stream(response, part, offset, digest, bar):
     return offset + received
 
 
-def attempt(url, part, bars, name, timeout):
+def attempt(url, part, bars, name, timeout, max_bytes=None):
     """One request: resume from part's size when the server honours Range, else start over.
     The progress bar appears with the first answer (offline, there is only the error line)."""
     offset = part.stat().st_size if part.exists() else 0
@@ -137,10 +149,11 @@ def attempt(url, part, bars, name, timeout):
         else:
             bars.append(tqdm(total=total, initial=offset, unit="B", unit_scale=True,
                              unit_divisor=1024, desc=name))
-        return stream(response, part, offset, digest, bars[0]), digest.hexdigest()
+        return (stream(response, part, offset, digest, bars[0], max_bytes),
+                digest.hexdigest())
 
 
-def download_with_retries(url, part, name):
+def download_with_retries(url, part, name, max_bytes=None):
     """(bytes, sha256) of the complete part file; retried with back-off, resuming each time."""
     reason, bars = None, []
     try:
@@ -148,7 +161,10 @@ def download_with_retries(url, part, name):
             if n:
                 time.sleep(BACKOFF_S * 2 ** (n - 1))
             try:
-                return attempt(url, part, bars, name, TIMEOUT_S)
+                return attempt(url, part, bars, name, TIMEOUT_S, max_bytes)
+            except TooLargeError:
+                part.unlink(missing_ok=True)
+                raise
             except urllib.error.HTTPError as e:
                 if e.code in REDIRECT_CODES:  # urllib's loop and too-many-redirects errors
                     raise PrepareError(f"cannot download {url}: its redirects do not end (a "
@@ -170,13 +186,14 @@ def download_with_retries(url, part, name):
                        f"{name} another way and pass --archive FILE")
 
 
-def fetch(url, dest, sha256, size=None):
+def fetch(url, dest, sha256, size=None, max_bytes=None):
     """Download url to dest via dest.part and verify it; returns dest. A mismatch removes the
-    part file: nothing unverified stays where a later run would find it."""
+    part file: nothing unverified stays where a later run would find it. At most size bytes
+    when it is known, else max_bytes (None: no cap) are accepted."""
     check_url(url)
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
-    got, actual = download_with_retries(url, part, dest.name)
+    got, actual = download_with_retries(url, part, dest.name, size if size else max_bytes)
     matches = sha256 is not None and actual == sha256.lower()  # such a file is never deleted
     if not matches and (sha256 is not None or (size is not None and got != size)):
         part.unlink()

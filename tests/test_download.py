@@ -66,7 +66,8 @@ def test_wrong_hash_keeps_nothing_and_names_both_hashes(tmp_path):
 
 def test_wrong_size_is_refused(tmp_path):
     with Loopback({"/a.tar": DATA}) as server:
-        with pytest.raises(PrepareError, match=f"expected SHA-256 {SHA}, 5 bytes"):
+        with pytest.raises(PrepareError, match=r"the server sent more than 5 bytes \(0.00 GiB\) "
+                                               r"for a.tar, more than the archive can be"):
             fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA, size=5)
     assert list(tmp_path.iterdir()) == []
 
@@ -129,3 +130,33 @@ def test_a_redirect_loop_is_one_line(tmp_path):
         with pytest.raises(PrepareError) as caught:
             fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA)
     assert "its redirects do not end" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_download_larger_than_the_cap_stops_and_leaves_no_part(tmp_path):
+    with Loopback({"/a.tar": DATA}) as server:
+        with pytest.raises(PrepareError, match=r"the server sent more than 1,048,576 bytes "
+                                               r"\(0.00 GiB\) for a.tar, more than the archive "
+                                               r"can be; stopped"):
+            fetch(server.url("/a.tar"), tmp_path / "a.tar", None, max_bytes=1 << 20)
+    assert len(server.requests) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_kept_part_file_is_credited_and_named_in_the_space_check(tmp_path, monkeypatch):
+    import dataclasses
+    from prepare import acquire
+    from prepare.archives import MTD
+    archive = dataclasses.replace(MTD, unpacked_bytes=3 << 30)
+    part = tmp_path / (MTD.filename + ".part")
+    part.write_bytes(b"")
+    os.truncate(part, 2 << 30)  # sparse: 2 GiB of the 3 GiB archive arrived
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda p: Usage(0, 0, 4 << 30))
+    acquire.check_space(archive, tmp_path, tmp_path / "out", True, 0)  # 1 + 3 GiB: it fits
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda p: Usage(0, 0, 1 << 30))
+    with pytest.raises(PrepareError) as caught:
+        acquire.check_space(archive, tmp_path, tmp_path / "out", True, 0)
+    message = str(caught.value)
+    assert "rest of the archive 1.00 GiB + extraction 3.00 GiB = 4.00 GiB needed, 1.00 GiB " \
+           "free" in message
+    assert f"the partial download '{part}', 2.00 GiB, is kept there and resumed; delete it" \
+        in message
