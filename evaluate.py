@@ -35,7 +35,7 @@ from metrics import image_metrics
 from model import Speed
 from harness.figures import save_map_figure
 from train import build_model, score_images
-from utils import check_writable, exit_with, resolve_device, write_csv
+from utils import bounded_name, check_writable, exit_with, resolve_device, write_csv
 
 
 SCORES_CSV = "scores.csv"
@@ -186,7 +186,8 @@ def map_name(path, target):
     """good/000.JPG -> good/000.JPG.png: the image's path below the target, '.png' appended,
     so good/x.jpg, good/x.png and good_x.png keep three maps."""
     relative = Path(path).relative_to(target) if Path(target).is_dir() else Path(Path(path).name)
-    return relative.with_name(relative.name + ".png")
+    name = Path(relative.name)  # a name too long for '.png' is cut, keeping its extension
+    return relative.with_name(bounded_name(name.stem, name.suffix + ".png"))
 
 
 def parse_bool(text):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import FILE_MODE, atomic_write
+from utils import FILE_MODE, atomic_write, bounded_name
 
 SETTING = "cache_mmap"
 KEY_LENGTH = 16  # hex digits of the key in the file name
@@ -28,7 +28,7 @@ def cache_file(cache_dir, class_name, split, paths, size):
     for path in paths:
         stat = os.stat(path)
         digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    name = f"{class_name}_{split}_{size}px_{digest.hexdigest()[:KEY_LENGTH]}.npy"
+    name = bounded_name(f"{class_name}_{split}_{size}px_{digest.hexdigest()[:KEY_LENGTH]}", ".npy")
     return os.path.join(cache_dir, name)
 
 

@@ -1,6 +1,7 @@
 """Small shared helpers: devices, seeding, memory, atomic file writes, number formatting."""
 import csv
 import ctypes
+import hashlib
 import math
 import os
 import random
@@ -116,6 +117,22 @@ def check_writable(folder, name, kind="config"):
     except OSError as e:
         raise OSError(f"{kind} '{name}': cannot write into '{folder}' ({e.strerror or e}); "
                       f"choose a writable folder with --{name}=PATH") from None
+
+
+MAX_NAME_BYTES = 200  # file names we make from user names: 255 is the usual limit, minus room
+                      # for the temp-file prefix and suffix of atomic_write and companion files
+
+
+def bounded_name(stem, suffix=""):
+    """stem + suffix as a file name of at most MAX_NAME_BYTES bytes (UTF-8): a longer stem (a
+    240-character defect folder name) is cut and given a stable hash of the whole stem, so
+    two long names that share their start still get two files."""
+    name = stem + suffix
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    tag = hashlib.sha1(stem.encode()).hexdigest()[:10]
+    room = MAX_NAME_BYTES - len(suffix.encode()) - len(tag) - 1
+    return f"{stem.encode()[:room].decode(errors='ignore')}~{tag}{suffix}"
 
 
 def fmt(value, digits=4):

@@ -13,7 +13,7 @@ from harness.figures import plot_auroc_history, plot_roc, plot_score_histogram, 
 from localization import MapSource, pixel_report
 from metrics import image_metrics
 from spreadsheet import csv_cell_text
-from utils import write_csv
+from utils import bounded_name, write_csv
 
 DEFECTS_CSV = "defects.csv"  # per class folder: columns image (file stem), defect
 PER_DEFECT_COLUMNS = ["defect", "images", "auroc", "mean_score", "below_threshold"]
@@ -88,7 +88,7 @@ def write_misses(out, misses, test_set, scores, types, threshold, heat_of):
         path = Path(test_set.paths[i])
         score = float(scores[i])
         side = side_of_threshold(score, threshold)
-        figure = f"{kind}_{rank:02d}_{path.parent.name}_{path.stem}.png"
+        figure = bounded_name(f"{kind}_{rank:02d}_{path.parent.name}_{path.stem}", ".png")
         save_map_figure(out / figure, path, heat_of(i), test_set.mask_paths[i], score, threshold,
                         label=f"({types[i]}, {kind.replace('_', ' ')} #{rank})")
         rows.append([kind, rank, str(path), types[i], repr(score),
@@ -114,7 +114,7 @@ def map_figures(out, indices, test_set, scores, threshold, heat_of):
     """maps/<folder>_<stem>.png of the grad_map_viz images."""
     for i in indices:
         path = Path(test_set.paths[i])
-        save_map_figure(out / f"{path.parent.name}_{path.stem}.png", path, heat_of(i),
+        save_map_figure(out / bounded_name(f"{path.parent.name}_{path.stem}", ".png"), path, heat_of(i),
                         test_set.mask_paths[i], float(scores[i]), threshold)
 
 
