@@ -83,6 +83,13 @@ def _run_preset(path):
     except Exception as e:  # whatever the preset's own code raises, reported with its line
         raise ValueError(f"preset '{path}', line {_error_line(e, path)}: "
                          f"{type(e).__name__}: {e}") from None
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as e:
+        # a preset is settings: sys.exit(0) must not end the command as if it had succeeded,
+        # nor a KeyboardInterrupt read as a Ctrl-C during training
+        what = f"sys.exit({e.code!r})" if isinstance(e, SystemExit) else type(e).__name__
+        raise ValueError(f"preset '{path}', line {_error_line(e, path)}: {what}; a preset holds "
+                         f"settings and must not exit or stop the command. Remove that line"
+                         ) from None
     return scope
 
 
