@@ -133,6 +133,10 @@ def obtain(archive, args, target, out, is_top, check=None, prepared_bytes=0):
     """The extracted, verified tree at target: intact from an earlier run, else extracted from
     --archive or from the (downloaded) archive. check(folder) vets the extracted content."""
     target = Path(target)
+    if args.archive and args.url != archive.url:
+        raise PrepareError(f"--url and --archive both given: --archive '{args.archive}' is used "
+                           f"as it is and nothing is downloaded, so --url '{args.url}' would be "
+                           f"ignored; give only one of them")
     if Path(out).resolve() != target.resolve():
         check_apart(out, target, "the extraction folder")  # before anything is downloaded
     key = identity_of(archive, args.sha256)

@@ -184,3 +184,14 @@ def test_a_malformed_sha256_is_refused_before_anything(tmp_path, capsys):
         assert f"argument --sha256: invalid SHA-256 (64 hexadecimal digits) value: '{bad}'" in \
             capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def test_url_beside_archive_is_refused_as_ignored(served, tmp_path, capsys):
+    data, sha = served
+    archive = tmp_path / "mine.tar"
+    archive.write_bytes(data)
+    code = prepare_visa.main(["--archive", str(archive), "--url", "http://127.0.0.1:9/x.tar",
+                              "--out", str(tmp_path / "visa"), "--download_dir", str(tmp_path / "dl")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--url and --archive both given" in err and "give only one" in err
+    assert not (tmp_path / "visa").exists() and not (tmp_path / "dl").exists()
