@@ -198,9 +198,11 @@ def validate_config(cfg):
 
 
 def format_config(cfg):
-    """The resolved config, one name per line, for printing once at the start."""
-    width = max(len(k) for k in cfg)
-    return "\n".join(f"  {k:<{width}} = {cfg[k]!r}" for k in sorted(cfg))
+    """The resolved config, one name per line, for printing once at the start. The internal
+    per-run `seed` (set from `seeds` for each run) is not a setting, so it is not shown."""
+    shown = {k: v for k, v in cfg.items() if not (k == "seed" and "seeds" in cfg)}
+    width = max(len(k) for k in shown)
+    return "\n".join(f"  {k:<{width}} = {shown[k]!r}" for k in sorted(shown))
 
 
 def output_settings(cfg):
