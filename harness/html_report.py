@@ -24,6 +24,7 @@ TABLE_COLUMNS = [("class", "class"), ("auroc_last", "image AUROC (last epoch)"),
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1300px}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 7px}
 th{background:#eee}td{text-align:right}td:first-child,td:last-child{text-align:left}
+td:first-child{max-width:16em;overflow-wrap:anywhere}h2,h3,figcaption{overflow-wrap:anywhere}
 tr.mean{font-weight:bold;background:#f6f6f6}.bad{color:#b00}.note{color:#555;font-size:90%}
 figure{display:inline-block;margin:4px;vertical-align:top}figcaption{font-size:85%}
 .misses img{width:460px}.run img{max-height:300px}"""
