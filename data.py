@@ -177,7 +177,7 @@ class _DecodeDataset(Dataset):
         try:
             return i, load_resized(self.paths[i], self.size), None
         except BadImageError as e:
-            return i, None, str(e)
+            return i, None, e.problem  # the remedy depends on skip_bad: added by the caller
 
 
 def _collate(items):
@@ -195,10 +195,10 @@ def decode_all(paths, size, num_workers, skip_bad, out, progress=False):
             if error is None:
                 out[i] = img
             elif skip_bad:
-                warnings.warn(f"skipping: {error}")
+                warnings.warn(f"skipping: {error}")  # skip_bad_images is set: no advice to set it
                 bad[i] = error
             else:
-                raise BadImageError(error)
+                raise BadImageError(error, SKIP_HINT)
     return bad
 
 
@@ -211,7 +211,7 @@ def decode_cached(paths, size, num_workers, skip_bad, mmap_file, progress=False)
         cache, bad = done
         for error in bad.values():
             if not skip_bad:
-                raise BadImageError(error)
+                raise BadImageError(error, SKIP_HINT)
             warnings.warn(f"skipping: {error}")
         return cache, bad
     tmp, array = image_cache.new_cache(mmap_file, shape)

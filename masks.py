@@ -38,8 +38,8 @@ def _mask_facts(path, _mtime_ns, _size):
         mask = read_mask(path)
     except (Image.DecompressionBombError, *READ_ERRORS) as e:
         raise BadImageError(f"cannot read mask '{path}': {e}. Replace it (prepare_visa.py writes "
-                            f"masks anew), or set skip_bad_images=True to leave its image out "
-                            f"with a warning") from None
+                            f"masks anew)", ", or set skip_bad_images=True to leave its image "
+                            f"out with a warning") from None
     return mask.width, mask.height, bool(np.asarray(mask).any())
 
 
@@ -84,7 +84,7 @@ def check_masks(class_name, paths, labels, masks, skip_bad):
             except BadImageError as e:
                 if not skip_bad:
                     raise
-                warnings.warn(f"skipping: {e}")
+                warnings.warn(f"skipping: {e.problem}")  # skip_bad_images is set already
                 skipped.append(paths[i])
                 continue
             image = image_size(paths[i])
