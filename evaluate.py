@@ -191,10 +191,16 @@ def map_name(path, target):
 
 
 def parse_bool(text):
-    value = ast.literal_eval(text)
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = None
     if not isinstance(value, bool):
         raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
     return value
+
+
+parse_bool.__name__ = "True/False"  # argparse names the kind, not this function
 
 
 def known_labels(paths, target):

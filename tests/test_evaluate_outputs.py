@@ -57,3 +57,12 @@ def test_a_second_evaluation_into_the_same_out_leaves_nothing_of_the_first(tmp_p
     image = sorted((test / "good").iterdir())[0]
     assert evaluate.main([ckpt, str(image), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "scores.csv"]
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "tru e"])
+def test_a_wrong_maps_value_names_the_option_not_a_function(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main([str(tmp_path / "c.pt"), str(tmp_path), f"--maps={value}"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --maps: expected True or False, got" in err
+    assert "parse_bool" not in err
