@@ -118,7 +118,21 @@ def map_figures(out, indices, test_set, scores, threshold, heat_of):
                         test_set.mask_paths[i], float(scores[i]), threshold)
 
 
+# what the metrics say on their own about a one-kind test set; the user was told once already
+INTERNAL_ONE_KIND = ("image_metrics: labels hold a single class", "PixelMetrics: need both")
+
+
 def class_reports(trained, cfg, device, out_dir):
+    """_class_reports without the metrics' internal warnings when the test set holds one kind
+    of image only: loading the class said so once, in the user's words."""
+    with warnings.catch_warnings():
+        if np.unique(trained.test_set.labels).size < 2:
+            for start in INTERNAL_ONE_KIND:
+                warnings.filterwarnings("ignore", message=start)
+        return _class_reports(trained, cfg, device, out_dir)
+
+
+def _class_reports(trained, cfg, device, out_dir):
     """Write the figures and analysis files of a finished run (train.Trained) into out_dir and
     return its metrics: aupr, f1_max, f1_threshold, pixel_auroc, aupro, pixel_images,
     masks_missing, divergence (None, or why the run counts as diverged)."""
