@@ -78,6 +78,21 @@ def is_our_map(path):
     return path.suffix == ".png" and Path(path.stem).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def is_our_scores_csv(path):
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        return f.readline().strip() == ",".join(SCORES_HEADER)
+
+
+def check_outputs_are_ours(out):
+    """scores.csv and metrics.csv in --out are replaced: refuse when such a file is not one
+    evaluate.py wrote (another tool's scores.csv), naming it, before any work."""
+    for name, ours in ((SCORES_CSV, is_our_scores_csv), (METRICS_CSV, is_our_metrics_csv)):
+        path = Path(out) / name
+        if path.exists() and not (path.is_file() and ours(path)):
+            raise ValueError(f"--out '{out}' holds {name}, which evaluate.py did not write and "
+                             f"would replace; choose another --out or move that file away")
+
+
 def remove_earlier_outputs(out):
     """Before writing, remove what an earlier evaluate.py wrote into out and this run would
     not replace (another target's metrics.csv, its maps): nothing stale stays beside the new
@@ -249,6 +264,7 @@ def score_target(args):
     """Everything checkable first (device, images, checkpoint, output folder), then scoring."""
     device = resolve_device(args.device)
     check_checkpoint_argument(args.checkpoint)
+    check_outputs_are_ours(args.out)  # before --out is created or anything loaded or scored
     files = collect_images(args.target, args.out)
     model, cfg, stored = load_trained_model(args.checkpoint, device)
     check_writable(args.out, "out", kind="option")  # creates --out: only once the inputs are known to be good

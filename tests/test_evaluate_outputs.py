@@ -66,3 +66,19 @@ def test_a_wrong_maps_value_names_the_option_not_a_function(tmp_path, capsys, va
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "argument --maps: expected True or False, got" in err
     assert "parse_bool" not in err
+
+
+def test_a_foreign_scores_or_metrics_csv_in_out_is_refused_before_work(tmp_path, capsys):
+    ckpt = tmp_path / "c.pt"
+    ckpt.write_bytes(b"")
+    image = tmp_path / "img" / "a.png"
+    image.parent.mkdir()
+    image.write_bytes(b"")
+    for name in ("scores.csv", "metrics.csv"):
+        out = tmp_path / f"out_{name}"
+        out.mkdir()
+        (out / name).write_text("my,own\n1,2\n")
+        assert evaluate.main([str(ckpt), str(image), "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert f"--out '{out}' holds {name}, which evaluate.py did not write" in err
+        assert (out / name).read_text() == "my,own\n1,2\n"
