@@ -7,7 +7,8 @@ from pathlib import Path
 
 from prepare.common import PrepareError, check_apart, file_digest
 from prepare.download import check_free_space, check_identity, check_url, fetch
-from prepare.extract import NoSpaceError, extraction_damage, extract, read_extracted
+from prepare.extract import (DamagedArchiveError, NoSpaceError, extraction_damage, extract,
+                             read_extracted)
 
 DOWNLOAD_DIR = "data/downloads"
 
@@ -156,6 +157,13 @@ def obtain(archive, args, target, out, is_top, check=None, prepared_bytes=0):
     print(f"extracting {source} into {target}")
     try:
         kept = extract(source, target, archive.unpacked_bytes, is_top, key, check)
+    except DamagedArchiveError as e:
+        if args.archive:  # the user's own file: never advise deleting it
+            raise PrepareError(f"{e}: get a good copy and pass it with --archive") from None
+        if args.sha256:
+            raise PrepareError(f"{e}: delete it and run again to download it anew") from None
+        source.unlink()  # verified only by its content, which failed: a later run must not reuse it
+        raise PrepareError(f"{e}; the downloaded {source.name} was removed") from None
     except PrepareError as e:
         if args.archive or args.sha256 or isinstance(e, NoSpaceError):
             raise  # a full disk says nothing against the archive

@@ -27,6 +27,10 @@ class RefusedMemberError(PrepareError):
     the filesystem cannot hold): the archive is not what it should be, named by the member."""
 
 
+class DamagedArchiveError(PrepareError):
+    """The archive cannot be read to its end; what to do depends on whose it is (acquire.py)."""
+
+
 class NoSpaceError(PrepareError):
     """The disk filled while extracting: the archive is fine and kept."""
 
@@ -202,8 +206,8 @@ def unpack(archive, work, expected_bytes):
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, lzma.LZMAError,
             zlib.error) as e:
         reason = (str(e).splitlines() or [repr(e)])[0].rstrip(":")
-        raise PrepareError(f"cannot extract '{archive}': {reason}; the archive is damaged or "
-                           f"incomplete: delete it and run again") from None
+        raise DamagedArchiveError(f"cannot extract '{archive}': {reason}; the archive is "
+                                  f"damaged or incomplete") from None
 
 
 def extract(archive, target, expected_bytes, is_top, identity, check=None):

@@ -190,3 +190,16 @@ def test_mtd_zip_is_kept_when_the_disk_fills_during_extraction(tmp_path, mtd_ser
     err = capsys.readouterr().err
     assert "no space left" in err and "kept" in err and "removed" not in err
     assert [p.name for p in (tmp_path / "dl").iterdir()] == [MTD.filename]
+
+
+def test_a_damaged_archive_of_the_user_is_never_advised_for_deletion(tmp_path, mtd_served,
+                                                                      capsys):
+    data, train_list, _ = mtd_served
+    mine = tmp_path / "mine.zip"
+    mine.write_bytes(data[:len(data) // 2])
+    assert prepare_mtd.main(["--archive", str(mine), "--out", str(tmp_path / "mtd"),
+                             "--download_dir", str(tmp_path / "dl"),
+                             "--train_list", str(train_list)]) == 1
+    err = capsys.readouterr().err
+    assert "damaged or incomplete: get a good copy and pass it with --archive" in err
+    assert "delete" not in err and mine.is_file()
