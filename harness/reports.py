@@ -8,7 +8,7 @@ import numpy as np
 
 from data import IMAGE_EXTENSIONS
 from harness.health import divergence_reason
-from harness.records import write_history
+from harness.records import HISTORY_NAME, write_history
 from harness.figures import plot_auroc_history, plot_roc, plot_score_histogram, save_map_figure
 from localization import MapSource, pixel_report
 from metrics import image_metrics
@@ -108,6 +108,28 @@ def clear_outputs(folder):
             path.unlink()
     if not any(folder.iterdir()):
         folder.rmdir()
+
+
+RUN_FILES = ("auroc.png", "roc.png", "scores.png", "per_defect.csv", HISTORY_NAME)
+
+
+def remove_reports_before(out, started):
+    """After a failed run: the figures and files of ours in its folder written before it
+    started belong to an earlier run and would be shown beside this run's record; they go.
+    What this run wrote itself, and every file of another name, stays. One second of slack
+    for filesystems that keep whole seconds."""
+    out = Path(out)
+    older = [out / name for name in RUN_FILES]
+    for sub in (MISSES_FOLDER, MAPS_FOLDER):
+        if (out / sub).is_dir():
+            older += [p for p in (out / sub).iterdir()
+                      if p.suffix == ".png" or p.name == "misses.csv"]
+    for path in older:
+        if path.is_file() and path.stat().st_mtime < started - 1:
+            path.unlink()
+    for sub in (MISSES_FOLDER, MAPS_FOLDER):
+        if (out / sub).is_dir() and not any((out / sub).iterdir()):
+            (out / sub).rmdir()
 
 
 def map_figures(out, indices, test_set, scores, threshold, heat_of):

@@ -5,6 +5,7 @@ its message, recorded as `failed: <reason>` in its row, and the next run goes on
 """
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from checkpoints import (CheckpointWriter, check_resumable, checkpoint_path,
 from harness.locks import acquire_lock, release_lock, remove_stale_temps
 from harness.references import REFERENCES
 from harness.records import METHOD_KEYS, finish_run, trained_sub_epochs
-from harness.reports import class_reports
+from harness.reports import class_reports, remove_reports_before
 from train import DivergedError, best_auroc, train_class
 
 REASON_LENGTH = 160  # characters of an error message kept in the status column
@@ -158,6 +159,7 @@ def run_one(cfg, files, seed, device):
     table = REFERENCES.get(cfg["reference"], {"auroc": {}})  # 'none': no reference column
     base = {"class": files.name, "seed": seed,
             "reference_auroc": table["auroc"].get(files.name)}
+    started = time.time()
     try:
         row, record_cfg = train_and_report(cfg, files, seed, device, base)
     except Exception as e:  # noqa: BLE001 - a run's failure must not end the other runs
@@ -166,5 +168,7 @@ def run_one(cfg, files, seed, device):
         print(f"ERROR [{run_tag(cfg, files.name, seed)}] {type(e).__name__}: {e}",
               file=sys.stderr)
         row, record_cfg = {**base, "status": f"failed: {failure_reason(e)}"}, cfg
+        # the failed run's record must not be shown with an earlier run's figures
+        remove_reports_before(run_paths(cfg, files.name, seed)[1], started)
     return finish_run(record_cfg, run_paths(cfg, files.name, seed)[1], row,
                       run_tag(cfg, files.name, seed))

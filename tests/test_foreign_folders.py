@@ -70,3 +70,28 @@ def test_report_only_removes_the_temp_files_of_a_killed_rebuild(tmp_path, capsys
     os.utime(stale, (old, old))
     assert main.main(tiny_args(tmp_path, report_only=True)) == 0
     assert not stale.exists()
+
+
+def test_a_failed_run_is_not_shown_with_an_earlier_runs_figures(tmp_path, monkeypatch, capsys):
+    from data import ClassFiles
+    from harness import runs
+    cfg = resolve_config(tiny_args(tmp_path))
+    folder = tmp_path / "results" / "toy" / "seed0"
+    write_record(cfg, folder, finished_row("toy", 0, 0.75))
+    (folder / "misses").mkdir()
+    old_files = [folder / n for n in ("auroc.png", "roc.png", "per_defect.csv", "history.csv")]
+    old_files += [folder / "misses" / "lowest_scored_anomalous_01_a_000.png",
+                  folder / "misses" / "misses.csv"]
+    for path in old_files:
+        path.write_bytes(b"earlier run")
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    (folder / "notes.txt").write_text("mine")
+
+    def fails(cfg, files, seed, device, base):
+        (folder / "scores.png").write_bytes(b"this run")  # written before it failed: kept
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(runs, "train_and_report", fails)
+    files = ClassFiles("toy", str(tmp_path / "data" / "toy"), [], [], None, [])
+    row = runs.run_one(cfg, files, 0, "cpu")
+    assert row["status"] == "failed: disk on fire"
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "run.json", "scores.png"]
