@@ -233,14 +233,16 @@ def snapshot(model, optimizer, generator, cfg, state, copy=False):
 
 
 DATA_FORMAT = "sha256"  # data["content"]: the digest covers each file's bytes, not its size only
-_content_hashes = {}  # (path, size, mtime_ns, inode) -> sha256: each file hashed once a process
+_content_hashes = {}  # (path, size, mtime, ctime, inode) -> sha256: each file hashed once a process
 
 
 def content_hash(path):
     """SHA-256 of a file's bytes, computed once per process while the file keeps its size,
-    modification time and inode (every seed of a class and every check reuse it)."""
+    times and inode (every seed of a class and every check reuse it). The change time is in
+    the key: a write resets it even when the modification time is put back."""
     info = os.stat(path)
-    key = (os.path.realpath(path), info.st_size, info.st_mtime_ns, info.st_ino)
+    key = (os.path.realpath(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+           info.st_ino)
     if key not in _content_hashes:
         with open(path, "rb") as f:
             _content_hashes[key] = hashlib.file_digest(f, "sha256").hexdigest()
