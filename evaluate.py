@@ -35,81 +35,13 @@ from metrics import image_metrics
 from model import Speed
 from harness.figures import save_map_figure
 from train import build_model, score_images
+from evaluate_outputs import (METRICS_CSV, SCORES_CSV, SCORES_HEADER, check_checkpoint_argument,
+                              check_outputs_are_ours, remove_earlier_outputs)
 from utils import bounded_name, check_writable, exit_with, resolve_device, write_csv
 
 
-SCORES_CSV = "scores.csv"
-SCORES_HEADER = ("image", "score", "verdict", "threshold")
 REQUIRED_CONFIG = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "dropout",
                    "clamp_alpha", "n_transforms_test", "test_rotations", "seed", "backbone_batch")
-
-
-METRICS_CSV = "metrics.csv"
-METRICS_HEADER = ("auroc", "aupr", "f1_max", "f1_threshold")  # image_metrics' keys, in order
-
-
-def check_checkpoint_argument(path):
-    """The checkpoint argument must be a file; a folder (a run's checkpoint folder) is named as
-    one, with the checkpoint(s) inside it, instead of a bare 'not found'."""
-    path = Path(path)
-    if path.is_file():
-        return
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist; pass the checkpoint.pt "
-                                f"written by main.py (checkpoints/<class>/seed<k>/checkpoint.pt)")
-    inside = sorted(path.glob("checkpoint.pt")) + sorted(path.glob("*/checkpoint.pt")) + \
-        sorted(path.glob("*/*/checkpoint.pt"))
-    found = (f"; pass the checkpoint inside it: {', '.join(str(p) for p in inside[:3])}"
-             + (" ..." if len(inside) > 3 else "")) if inside else \
-        "; it holds no checkpoint.pt (checkpoints/<class>/seed<k>/checkpoint.pt)"
-    raise ValueError(f"checkpoint '{path}' is a folder, not a checkpoint file{found}")
-
-
-def is_our_metrics_csv(path):
-    try:
-        with open(path, encoding="utf-8-sig", errors="replace") as f:
-            return f.readline().strip() == ",".join(METRICS_HEADER)
-    except OSError:
-        return False
-
-
-def is_our_map(path):
-    """A map evaluate.py writes: '<image name with its extension>.png' (x.jpg -> x.jpg.png)."""
-    return path.suffix == ".png" and Path(path.stem).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def is_our_scores_csv(path):
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        return f.readline().strip() == ",".join(SCORES_HEADER)
-
-
-def check_outputs_are_ours(out):
-    """scores.csv and metrics.csv in --out are replaced: refuse when such a file is not one
-    evaluate.py wrote (another tool's scores.csv), naming it, before any work."""
-    for name, ours in ((SCORES_CSV, is_our_scores_csv), (METRICS_CSV, is_our_metrics_csv)):
-        path = Path(out) / name
-        if path.exists() and not (path.is_file() and ours(path)):
-            raise ValueError(f"--out '{out}' holds {name}, which evaluate.py did not write and "
-                             f"would replace; choose another --out or move that file away")
-
-
-def remove_earlier_outputs(out):
-    """Before writing, remove what an earlier evaluate.py wrote into out and this run would
-    not replace (another target's metrics.csv, its maps): nothing stale stays beside the new
-    scores.csv. Only files of our names and content go; the user's own files stay."""
-    out = Path(out)
-    if is_our_metrics_csv(out / METRICS_CSV):
-        (out / METRICS_CSV).unlink()
-    maps = out / "maps"
-    if not maps.is_dir():
-        return
-    for path in sorted(maps.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_file() and not path.is_symlink() and is_our_map(path):
-            path.unlink()
-        elif path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
-            path.rmdir()
-    if not any(maps.iterdir()):
-        maps.rmdir()
 
 
 def load_trained_model(path, device):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from checkpoints import content_hash
+from fingerprint import content_hash
 from utils import FILE_MODE, atomic_write, bounded_name
 
 SETTING = "cache_mmap"

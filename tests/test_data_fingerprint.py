@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-import checkpoints
-from checkpoints import check_same_data, data_fingerprint, legacy_digest
+import fingerprint
+from fingerprint import check_same_data, data_fingerprint, legacy_digest
 from data import list_class
 from prepare.demo import write_demo_class
 
@@ -54,7 +54,7 @@ def test_the_digest_is_the_sha256_of_each_file(files):
 def test_each_file_is_hashed_once_per_process(files, monkeypatch):
     calls = []
     real = hashlib.file_digest
-    monkeypatch.setattr(checkpoints, "_content_hashes", {})
+    monkeypatch.setattr(fingerprint, "_content_hashes", {})
     monkeypatch.setattr(hashlib, "file_digest", lambda f, name: calls.append(f.name) or real(f, name))
     n_files = len(files.train) + len(files.test) + sum(m is not None for m in files.masks)
     data_fingerprint(files)
@@ -65,7 +65,7 @@ def test_each_file_is_hashed_once_per_process(files, monkeypatch):
 def test_a_checkpoint_from_before_content_hashes_is_checked_by_size_with_a_warning(files,
                                                                                     tmp_path):
     data = data_fingerprint(files)
-    old = {k: data[k] for k in checkpoints.DATA_COUNTS}
+    old = {k: data[k] for k in fingerprint.DATA_COUNTS}
     state = {"data": dict(old, digest=legacy_digest(files))}
     with pytest.warns(UserWarning, match="written before image contents were hashed"):
         check_same_data(state, data, "toy", "ckpt.pt", files)

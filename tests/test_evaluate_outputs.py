@@ -3,6 +3,7 @@ files it wrote), and a checkpoint folder given for the checkpoint is named as a 
 import pytest
 
 import evaluate
+import evaluate_outputs
 import main
 from checkpoints import checkpoint_path
 from conftest import tiny_args
@@ -17,14 +18,14 @@ def test_earlier_outputs_of_ours_are_removed_and_the_users_files_stay(tmp_path):
     (out / "maps" / "x.png.png").write_bytes(b"png")
     (out / "maps" / "my_notes.png").write_bytes(b"mine")  # not a map's name: not ours
     (out / "notes.txt").write_text("mine")
-    evaluate.remove_earlier_outputs(out)
+    evaluate_outputs.remove_earlier_outputs(out)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
         ["maps", "maps/my_notes.png", "notes.txt"]
 
 
 def test_a_metrics_csv_we_did_not_write_stays(tmp_path):
     (tmp_path / "metrics.csv").write_text("name,value\n")
-    evaluate.remove_earlier_outputs(tmp_path)
+    evaluate_outputs.remove_earlier_outputs(tmp_path)
     assert (tmp_path / "metrics.csv").read_text() == "name,value\n"
 
 
