@@ -55,7 +55,7 @@ def foreign_table_files(folder):
         if not path.exists():
             continue
         try:
-            head = path.read_bytes()[:4096] if path.is_file() else b""
+            head = path.read_bytes()[:65536] if path.is_file() else b""
         except OSError:
             head = b""
         ours = head.startswith(start) and (name != "index.html" or REPORT_HEADING in head)
