@@ -54,10 +54,13 @@ def foreign_table_files(folder):
         path = Path(folder) / name
         if not path.exists():
             continue
-        try:
-            head = path.read_bytes()[:65536] if path.is_file() else b""
-        except OSError:
-            head = b""
+        head = b""
+        if path.is_file():
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(65536)
+            except OSError:
+                pass
         ours = head.startswith(start) and (name != "index.html" or REPORT_HEADING in head)
         if not ours:
             foreign.append(name)
