@@ -5,7 +5,6 @@ A checkpoint is a dict of state_dicts, RNG states and plain data (torch.load wit
 weights_only=True), written by temp file + rename after every meta epoch, in a background
 thread (CheckpointWriter) so that training goes on while the disk works.
 """
-import hashlib
 import os
 import threading
 import time
@@ -14,10 +13,10 @@ import zipfile
 
 import torch
 
+from fingerprint import check_same_data, data_fingerprint  # noqa: F401 - train.py imports it here
 from utils import atomic_write
 
 ARCHITECTURE_KEYS = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "clamp_alpha")
-DATA_COUNTS = ("train_images", "test_normal", "test_anomalous", "masks")
 # settings a finished run's stored scores and threshold were computed with
 EVALUATION_KEYS = ("n_transforms_test", "test_rotations", "threshold_percentile")
 
@@ -263,35 +262,6 @@ def snapshot(model, optimizer, generator, cfg, state, copy=False):
             "config": dict(cfg)}
 
 
-def data_fingerprint(files):
-    """Counts and a digest of the relative paths and sizes of a class's image and mask files
-    (data.ClassFiles): a resumed run must see the data its checkpoint was trained and scored on."""
-    digest = hashlib.sha1()
-    for path in [*files.train, *files.test, *(m for m in files.masks if m)]:
-        digest.update(f"{os.path.relpath(path, files.class_dir)}\0{os.path.getsize(path)}\n"
-                      .encode())
-    return {"train_images": len(files.train), "test_normal": int((files.labels == 0).sum()),
-            "test_anomalous": int((files.labels == 1).sum()),
-            "masks": sum(m is not None for m in files.masks), "digest": digest.hexdigest()}
-
-
-def _counts_text(data):
-    return ", ".join(f"{k.replace('_', ' ')} {data.get(k, '?')}" for k in DATA_COUNTS)
-
-
-def check_same_data(state, data, class_name, path):
-    """Refuse to resume (or read back) a checkpoint whose class data have changed since."""
-    old = state.get("data")
-    if old is None or old == data:
-        return
-    what = ("the same counts, but files were added, removed, renamed or resized"
-            if all(old.get(k) == data[k] for k in DATA_COUNTS) else
-            f"then {_counts_text(old)}; now {_counts_text(data)}")
-    raise ValueError(f"the data of '{class_name}' changed since checkpoint '{path}' was written "
-                     f"({what}); its model and AUROCs do not describe these images. Restore the "
-                     f"data, or move the checkpoint away (or choose another checkpoint_dir) to retrain")
-
-
 def check_epochs(state, meta_epochs, path):
     """A checkpoint trained further than asked cannot be turned back."""
     if state["epoch"] > meta_epochs:
@@ -325,7 +295,7 @@ def check_fits(state, path, cfg, files):
     """A loaded checkpoint must fit this run's class, seed, architecture, data and meta_epochs."""
     check_checkpoint_matches(state, cfg, files.name, path)
     check_same_seed(state, cfg["seed"], path)
-    check_same_data(state, data_fingerprint(files), files.name, path)
+    check_same_data(state, data_fingerprint(files), files.name, path, files)
     check_epochs(state, cfg["meta_epochs"], path)
     check_same_evaluation(state, cfg, path)
 

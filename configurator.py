@@ -84,6 +84,13 @@ def _run_preset(path):
     except Exception as e:  # whatever the preset's own code raises, reported with its line
         raise ValueError(f"preset '{path}', line {_error_line(e, path)}: "
                          f"{type(e).__name__}: {e}") from None
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as e:
+        # a preset is settings: sys.exit(0) must not end the command as if it had succeeded,
+        # nor a KeyboardInterrupt read as a Ctrl-C during training
+        what = f"sys.exit({e.code!r})" if isinstance(e, SystemExit) else type(e).__name__
+        raise ValueError(f"preset '{path}', line {_error_line(e, path)}: {what}; a preset holds "
+                         f"settings and must not exit or stop the command. Remove that line"
+                         ) from None
     return scope
 
 
@@ -193,9 +200,11 @@ def validate_config(cfg):
 
 
 def format_config(cfg):
-    """The resolved config, one name per line, for printing once at the start."""
-    width = max(len(k) for k in cfg)
-    return "\n".join(f"  {k:<{width}} = {cfg[k]!r}" for k in sorted(cfg))
+    """The resolved config, one name per line, for printing once at the start. The internal
+    per-run `seed` (set from `seeds` for each run) is not a setting, so it is not shown."""
+    shown = {k: v for k, v in cfg.items() if not (k == "seed" and "seeds" in cfg)}
+    width = max(len(k) for k in shown)
+    return "\n".join(f"  {k:<{width}} = {shown[k]!r}" for k in sorted(shown))
 
 
 def output_settings(cfg):

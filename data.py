@@ -148,6 +148,19 @@ def read_rgb(path):
                             f"file", SKIP_HINT) from None
 
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag a camera sets when the picture is to be shown rotated
+
+
+def exif_orientation(path):
+    """An image file's EXIF orientation (1 = as stored), read from its header only; 1 when it
+    has none or cannot be read (the decoder names unreadable files)."""
+    try:
+        with Image.open(path) as img:
+            return int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except (Image.DecompressionBombError, *READ_ERRORS, TypeError):
+        return 1
+
+
 def load_resized(path, size):
     """Decode and resize once (bilinear, aspect ratio not kept) to a (3, S, S) uint8 tensor."""
     img = read_rgb(path).resize((size, size), Image.BILINEAR)
@@ -165,7 +178,7 @@ class _DecodeDataset(Dataset):
         try:
             return i, load_resized(self.paths[i], self.size), None
         except BadImageError as e:
-            return i, None, str(e)
+            return i, None, e.problem  # the remedy depends on skip_bad: added by the caller
 
 
 def _collate(items):
@@ -183,10 +196,10 @@ def decode_all(paths, size, num_workers, skip_bad, out, progress=False):
             if error is None:
                 out[i] = img
             elif skip_bad:
-                warnings.warn(f"skipping: {error}")
+                warnings.warn(f"skipping: {error}")  # skip_bad_images is set: no advice to set it
                 bad[i] = error
             else:
-                raise BadImageError(error)
+                raise BadImageError(error, SKIP_HINT)
     return bad
 
 
@@ -199,7 +212,7 @@ def decode_cached(paths, size, num_workers, skip_bad, mmap_file, progress=False)
         cache, bad = done
         for error in bad.values():
             if not skip_bad:
-                raise BadImageError(error)
+                raise BadImageError(error, SKIP_HINT)
             warnings.warn(f"skipping: {error}")
         return cache, bad
     tmp, array = image_cache.new_cache(mmap_file, shape)

@@ -34,11 +34,12 @@ from localization import gradient_map
 from metrics import image_metrics
 from harness.figures import save_map_figure
 from train import build_model, score_images, speed_of
-from utils import check_writable, exit_with, lacks_bf16, resolve_device, write_csv
+from evaluate_outputs import (METRICS_CSV, SCORES_CSV, SCORES_HEADER, check_checkpoint_argument,
+                              check_outputs_are_ours, remove_earlier_outputs)
+from utils import (bounded_name, check_writable, exit_with, lacks_bf16, resolve_device,
+                   write_csv)
 
 
-SCORES_CSV = "scores.csv"
-SCORES_HEADER = ("image", "score", "verdict", "threshold")
 REQUIRED_CONFIG = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "dropout",
                    "clamp_alpha", "n_transforms_test", "test_rotations", "seed", "backbone_batch")
 
@@ -137,14 +138,21 @@ def map_name(path, target):
     """good/000.JPG -> good/000.JPG.png: the image's path below the target, '.png' appended,
     so good/x.jpg, good/x.png and good_x.png keep three maps."""
     relative = Path(path).relative_to(target) if Path(target).is_dir() else Path(Path(path).name)
-    return relative.with_name(relative.name + ".png")
+    name = Path(relative.name)  # a name too long for '.png' is cut, keeping its extension
+    return relative.with_name(bounded_name(name.stem, name.suffix + ".png"))
 
 
 def parse_bool(text):
-    value = ast.literal_eval(text)
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = None
     if not isinstance(value, bool):
         raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
     return value
+
+
+parse_bool.__name__ = "True/False"  # argparse names the kind, not this function
 
 
 def known_labels(paths, target):
@@ -167,7 +175,7 @@ def report_metrics(paths, scores, target, out):
     metrics = image_metrics(labels, np.asarray(scores))
     print("labels from the folder layout (good = normal): " + "  ".join(
         f"{k} {v:.4f}" for k, v in metrics.items()))
-    write_csv(Path(out) / "metrics.csv", list(metrics), [[repr(v) for v in metrics.values()]],
+    write_csv(Path(out) / METRICS_CSV, list(metrics), [[repr(v) for v in metrics.values()]],
               setting="--out")
     return metrics
 
@@ -192,6 +200,8 @@ def write_maps(model, cfg, paths, scores, threshold, args, device):
 def score_target(args):
     """Everything checkable first (device, images, checkpoint, output folder), then scoring."""
     device = resolve_device(args.device)
+    check_checkpoint_argument(args.checkpoint)
+    check_outputs_are_ours(args.out)  # before --out is created or anything loaded or scored
     files = collect_images(args.target, args.out)
     model, cfg, stored = load_trained_model(args.checkpoint, device)
     check_writable(args.out, "out", kind="option")  # creates --out: only once the inputs are known to be good
@@ -205,6 +215,7 @@ def score_target(args):
     for message in errors:
         print(f"skipped: {message}", file=sys.stderr)
     rows = verdict_rows(paths, scores, threshold)
+    remove_earlier_outputs(args.out)  # scored: the new outputs replace the old ones now
     if args.maps:
         write_maps(model, cfg, paths, scores, threshold, args, device)
     write_csv(Path(args.out) / SCORES_CSV, SCORES_HEADER, rows, setting="--out")

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils import FILE_MODE, atomic_write
+from fingerprint import content_hash
+from utils import FILE_MODE, atomic_write, bounded_name
 
 SETTING = "cache_mmap"
 KEY_LENGTH = 16  # hex digits of the key in the file name
@@ -22,13 +23,14 @@ NO_FALLOCATE = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 
 def cache_file(cache_dir, class_name, split, paths, size):
-    """cache_dir/<class>_<split>_<size>px_<key>.npy, the key a hash of each image's path, byte
-    size and modification time: other data, an edited file or another size get another file."""
+    """cache_dir/<class>_<split>_<size>px_<key>.npy, the key a hash of each image's path and
+    content (SHA-256, hashed once per process and shared with the checkpoint's data
+    fingerprint): other data, an edited file (also one copied with its old time, same size)
+    or another size get another file."""
     digest = hashlib.sha256(f"{split}\n{size}\n".encode())
     for path in paths:
-        stat = os.stat(path)
-        digest.update(f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    name = f"{class_name}_{split}_{size}px_{digest.hexdigest()[:KEY_LENGTH]}.npy"
+        digest.update(f"{os.path.abspath(path)}\0{content_hash(path)}\n".encode())
+    name = bounded_name(f"{class_name}_{split}_{size}px_{digest.hexdigest()[:KEY_LENGTH]}", ".npy")
     return os.path.join(cache_dir, name)
 
 

@@ -19,7 +19,7 @@ from data import BadImageError
 from harness.locks import RunLockedError, remove_stale_temps
 from masks import checked_class_files
 from model import WeightsUnavailableError, load_alexnet_features
-from harness.tables import add_missing_records, rebuild_results
+from harness.tables import add_missing_records, check_results_folder, rebuild_results
 from harness.runs import (check_checkpoints, lock_runs, release_locks, run_one, run_paths,
                           run_units)
 from configurator import (check_outputs_outside_data, default_values, format_config,
@@ -132,6 +132,7 @@ def class_files_after_checks(cfg):
     # last, as they create the output folders: a run refused for its input leaves none behind
     if cfg["save_model"]:
         check_writable(cfg["checkpoint_dir"], "checkpoint_dir")
+    check_results_folder(cfg["results_dir"])  # the tables must not overwrite a user's own files
     check_writable(cfg["results_dir"], "results_dir")
     if cfg["cache_mmap"]:
         check_writable(cfg["cache_mmap"], "cache_mmap")
@@ -151,6 +152,8 @@ def report_only(cfg):
     if not Path(cfg["results_dir"]).is_dir():
         raise FileNotFoundError(f"config 'results_dir': '{cfg['results_dir']}' does not exist, so "
                                 f"there are no runs to report; pass the results_dir of the runs")
+    check_results_folder(cfg["results_dir"], report_only=True)  # before anything is written
+    remove_stale_temps(cfg["results_dir"], recursive=False, min_age=SHARED_TEMP_AGE)
     rebuild_results(cfg)
     return []
 

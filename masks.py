@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from data import READ_ERRORS, BadImageError, list_class
+from data import READ_ERRORS, BadImageError, exif_orientation, list_class
 
 ASPECT_TOLERANCE = 0.01  # relative difference of width/height ratios still taken as the same
 NAMED_AT_MOST = 3  # files named in one warning; the count says how many there are
@@ -38,8 +38,8 @@ def _mask_facts(path, _mtime_ns, _size):
         mask = read_mask(path)
     except (Image.DecompressionBombError, *READ_ERRORS) as e:
         raise BadImageError(f"cannot read mask '{path}': {e}. Replace it (prepare_visa.py writes "
-                            f"masks anew), or set skip_bad_images=True to leave its image out "
-                            f"with a warning") from None
+                            f"masks anew)", ", or set skip_bad_images=True to leave its image "
+                            f"out with a warning") from None
     return mask.width, mask.height, bool(np.asarray(mask).any())
 
 
@@ -84,7 +84,7 @@ def check_masks(class_name, paths, labels, masks, skip_bad):
             except BadImageError as e:
                 if not skip_bad:
                     raise
-                warnings.warn(f"skipping: {e}")
+                warnings.warn(f"skipping: {e.problem}")  # skip_bad_images is set already
                 skipped.append(paths[i])
                 continue
             image = image_size(paths[i])
@@ -119,10 +119,27 @@ def warn_mask_problems(class_name, labels, masks, empty, stretched):
                       f"ground_truth/ (or one that marks no defect); {covered}")
 
 
+def warn_exif_orientation(class_name, paths):
+    """One warning per class when images carry an EXIF orientation other than 1. They are read
+    as stored, never rotated, as the reference code reads them (rotating would change the
+    numbers); a mask drawn on the image as a viewer shows it does not line up with it then."""
+    rotated = [(path, n) for path in paths if (n := exif_orientation(path)) != 1]
+    if rotated:
+        named = ", ".join(f"'{p}' ({n})" for p, n in rotated[:NAMED_AT_MOST])
+        warnings.warn(f"class '{class_name}': {len(rotated)} image(s) carry an EXIF orientation "
+                      f"other than 1, e.g. {named}. They are used as stored, not rotated (as in "
+                      f"the reference code), so a mask drawn on the image as a viewer shows it "
+                      f"would not line up and its pixel metrics would be wrong. Rotate the pixels "
+                      f"of those images (and drop the tag), or draw their masks on the stored "
+                      f"image")
+
+
 def checked_class_files(dataset_path, class_name, skip_bad):
     """data.list_class with the masks checked: data.ClassFiles whose test lists leave out the
-    images of unreadable masks (with skip_bad; named in `skipped`)."""
+    images of unreadable masks (with skip_bad; named in `skipped`). Images with an EXIF
+    orientation are named in one warning."""
     files = list_class(dataset_path, class_name)
+    warn_exif_orientation(class_name, [*files.train, *files.test])
     paths, labels, masks, skipped = check_masks(class_name, files.test, files.labels, files.masks,
                                                 skip_bad)
     return files._replace(test=paths, labels=labels, masks=masks, skipped=tuple(skipped))

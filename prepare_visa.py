@@ -26,6 +26,7 @@ from pathlib import Path
 
 from prepare.acquire import add_source_options, check_one_source, obtain
 from prepare.archives import VISA
+from spreadsheet import spreadsheet_safe
 from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class, check_apart,
                             check_out_writable, file_digest, inside_root, place_file, run_script,
                             text_digest)
@@ -170,8 +171,8 @@ def write_defects(rows, labels, path):
         for row in rows:
             if row["label"] == "anomaly":
                 label = labels.get(image_key(row["image"]), "")
-                writer.writerow([Path(row["image"]).stem,
-                                 label if label and label != "normal" else "anomaly"])
+                writer.writerow([spreadsheet_safe(Path(row["image"]).stem), spreadsheet_safe(
+                    label if label and label != "normal" else "anomaly")])
 
 
 def write_class(visa_root, rows, labels, link, work_dir):

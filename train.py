@@ -225,14 +225,16 @@ def evaluate_epoch(model, test_images, labels, cfg, epoch, progress):
     return scores, image_metrics(labels, scores)["auroc"]
 
 
-def after_epoch(state, loss, scores, auroc, seconds):
-    """The run's state after one more meta epoch (a new dict: only the training loop calls it)."""
+def after_epoch(state, loss, scores, auroc, seconds, sub_epochs):
+    """The run's state after one more meta epoch (a new dict: only the training loop calls it).
+    Each epoch's sub_epochs is kept: a run resumed with another value says what it really did."""
     return {**state, "epoch": state["epoch"] + 1,
             "loss_history": state["loss_history"] + [loss],
             "auroc_history": state["auroc_history"] + [auroc],
             "test_scores": torch.from_numpy(scores),
             "train_seconds": state["train_seconds"] + seconds,
-            "epoch_seconds": state.get("epoch_seconds", []) + [seconds]}  # for history.csv
+            "epoch_seconds": state.get("epoch_seconds", []) + [seconds],  # for history.csv
+            "epoch_sub_epochs": state.get("epoch_sub_epochs", []) + [sub_epochs]}
 
 
 class Trained(NamedTuple):
@@ -279,7 +281,8 @@ def train_class(cfg, files, device, writer=None, log=print, tag=None):
             except DivergedError as e:
                 raise type(e)(f"[{tag}] {e} in meta epoch {state['epoch'] + 1}; "
                               f"{kept_checkpoint(writer)}. Lower lr_init or clamp_alpha") from None
-            state = after_epoch(state, loss, scores, auroc, time.perf_counter() - started)
+            state = after_epoch(state, loss, scores, auroc, time.perf_counter() - started,
+                                cfg["sub_epochs"])
             if state["epoch"] == cfg["meta_epochs"]:
                 state = {**state, "threshold": training_threshold(model, train_images, cfg,
                                                                   device, progress)}

@@ -2,6 +2,7 @@
 import csv
 import ctypes
 import gc
+import hashlib
 import math
 import os
 import random
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from spreadsheet import spreadsheet_safe
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
@@ -140,6 +143,22 @@ def check_writable(folder, name, kind="config"):
                       f"choose a writable folder with --{name}=PATH") from None
 
 
+MAX_NAME_BYTES = 200  # file names we make from user names: 255 is the usual limit, minus room
+                      # for the temp-file prefix and suffix of atomic_write and companion files
+
+
+def bounded_name(stem, suffix=""):
+    """stem + suffix as a file name of at most MAX_NAME_BYTES bytes (UTF-8): a longer stem (a
+    240-character defect folder name) is cut and given a stable hash of the whole stem, so
+    two long names that share their start still get two files."""
+    name = stem + suffix
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    tag = hashlib.sha1(stem.encode()).hexdigest()[:10]
+    room = MAX_NAME_BYTES - len(suffix.encode()) - len(tag) - 1
+    return f"{stem.encode()[:room].decode(errors='ignore')}~{tag}{suffix}"
+
+
 def fmt(value, digits=4):
     """A number for tables, 'n/a' for a missing or undefined one."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -148,11 +167,12 @@ def fmt(value, digits=4):
 
 
 def write_csv(path, header, rows, setting="results_dir"):
-    """A CSV file (header, then rows) written by temp file + rename; an OSError names the file
-    and the setting that chose its folder."""
+    """A CSV file (header, then rows) written by temp file + rename, every cell spreadsheet-safe
+    (names and labels come from folders and files users made); an OSError names the file and
+    the setting that chose its folder."""
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
+            writer.writerow([spreadsheet_safe(c) for c in header])
+            writer.writerows([spreadsheet_safe(c) for c in row] for row in rows)
     atomic_write(path, write, setting=setting)

@@ -87,10 +87,21 @@ def plot_score_histogram(path, labels, scores, threshold):
     save_figure(fig, path)
 
 
+LABEL_CHARS = 32  # a longer class name is cut on the plot's axis (the table keeps it whole)
+
+
+def axis_labels(names):
+    """Class names short enough for an axis: a long one is cut with '…' (and numbered when two
+    cut names would read the same), so no label is clipped and the bars keep their room."""
+    labels = [n if len(n) <= LABEL_CHARS else n[:LABEL_CHARS - 1] + "…" for n in names]
+    return [f"{label} ({i + 1})" if labels.count(label) > 1 else label
+            for i, label in enumerate(labels)]
+
+
 def summary_plot(rows, results_dir, reference_label):
     """Every class's final AUROC (the mean over seeds) beside its reference number; rows are
     the class rows only (the mean row is not passed: a class may be called 'mean')."""
-    names = [r["class"] for r in rows]
+    names = axis_labels([r["class"] for r in rows])
 
     def values(key):
         return [np.nan if r.get(key) is None else r[key] for r in rows]

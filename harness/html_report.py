@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from harness.references import REFERENCES
 from harness.results import NOT_RUN, cell
+from spreadsheet import csv_cell_text
 from utils import atomic_write
 
 REPORT_NAME = "index.html"
@@ -23,6 +24,7 @@ TABLE_COLUMNS = [("class", "class"), ("auroc_last", "image AUROC (last epoch)"),
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1300px}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 7px}
 th{background:#eee}td{text-align:right}td:first-child,td:last-child{text-align:left}
+td:first-child{max-width:16em;overflow-wrap:anywhere}h2,h3,figcaption{overflow-wrap:anywhere}
 tr.mean{font-weight:bold;background:#f6f6f6}.bad{color:#b00}.note{color:#555;font-size:90%}
 figure{display:inline-block;margin:4px;vertical-align:top}figcaption{font-size:85%}
 .misses img{width:460px}.run img{max-height:300px}"""
@@ -38,8 +40,10 @@ def link(path, results_dir):
 
 
 def read_csv_rows(path):
+    """Rows of a CSV we wrote, each cell's text as it was before spreadsheet_safe."""
     with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        return [{csv_cell_text(k): csv_cell_text(v or "") for k, v in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def results_table(rows, mean, anchors):

@@ -12,6 +12,8 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from harness.health import label_divergence
 from utils import atomic_write, write_csv
 
@@ -79,14 +81,40 @@ def finish_run(cfg, folder, row, tag):
     return row
 
 
+def epoch_sub_epochs(state, sub_epochs):
+    """The sub_epochs each meta epoch of a run trained with; epochs of a checkpoint written
+    before they were kept count as `sub_epochs` (the setting the run is reported under)."""
+    kept = list(state.get("epoch_sub_epochs", []))
+    return [sub_epochs] * (len(state["loss_history"]) - len(kept)) + kept
+
+
+def trained_sub_epochs(state, sub_epochs):
+    """sub_epochs for the run's record: the one value its epochs trained with, or, for a run
+    resumed with another value, a label that equals no setting, so that it is never averaged
+    with runs of either (e.g. '8 (meta epochs 1-2), 4 (3-4)')."""
+    per_epoch = epoch_sub_epochs(state, sub_epochs)
+    if len(set(per_epoch)) <= 1:
+        return per_epoch[0] if per_epoch else sub_epochs
+    spans, start = [], 1
+    for epoch in range(1, len(per_epoch) + 1):
+        if epoch == len(per_epoch) or per_epoch[epoch] != per_epoch[epoch - 1]:
+            span = f"{start}" if start == epoch else f"{start}-{epoch}"
+            spans.append(f"{per_epoch[epoch - 1]} ({'meta epochs ' if not spans else ''}{span})")
+            start = epoch + 1
+    return ", ".join(spans)
+
+
 def write_history(folder, state, sub_epochs):
-    """history.csv: per meta epoch the epochs done, mean training loss, test AUROC and seconds.
+    """history.csv: per meta epoch the epochs done (as they were trained: a run resumed with
+    another sub_epochs keeps each epoch's own), mean training loss, test AUROC and seconds.
     A run resumed from a checkpoint written before seconds were kept has them blank."""
     losses, aurocs = state["loss_history"], state["auroc_history"]
     seconds = state.get("epoch_seconds", [])
     seconds = [None] * (len(losses) - len(seconds)) + list(seconds)
-    rows = [[epoch, epoch * sub_epochs, repr(float(loss)), _csv_number(auroc), _csv_number(sec)]
-            for epoch, (loss, auroc, sec) in enumerate(zip(losses, aurocs, seconds), 1)]
+    done = [int(n) for n in np.cumsum(epoch_sub_epochs(state, sub_epochs))]
+    rows = [[epoch, epochs_done, repr(float(loss)), _csv_number(auroc), _csv_number(sec)]
+            for epoch, (epochs_done, loss, auroc, sec) in
+            enumerate(zip(done, losses, aurocs, seconds), 1)]
     write_csv(Path(folder) / HISTORY_NAME, HISTORY_COLUMNS, rows)
 
 

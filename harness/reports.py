@@ -8,11 +8,12 @@ import numpy as np
 
 from data import IMAGE_EXTENSIONS
 from harness.health import divergence_reason
-from harness.records import write_history
+from harness.records import HISTORY_NAME, write_history
 from harness.figures import plot_auroc_history, plot_roc, plot_score_histogram, save_map_figure
 from localization import MapSource, pixel_report
 from metrics import image_metrics
-from utils import write_csv
+from spreadsheet import csv_cell_text
+from utils import bounded_name, write_csv
 
 DEFECTS_CSV = "defects.csv"  # per class folder: columns image (file stem), defect
 PER_DEFECT_COLUMNS = ["defect", "images", "auroc", "mean_score", "below_threshold"]
@@ -34,10 +35,10 @@ def read_defects_csv(path):
                           f"{reader.fieldnames}; defect types are taken from the test folders")
             return {}
         table = {}
-        for row in reader:
-            name = Path(row["image"])
-            table[name.stem if name.suffix.lower() in IMAGE_EXTENSIONS else row["image"]] = \
-                row["defect"]
+        for row in reader:  # prepare_visa.py writes labels spreadsheet-safe: the text back
+            image, defect = csv_cell_text(row["image"]), csv_cell_text(row["defect"])
+            name = Path(image)
+            table[name.stem if name.suffix.lower() in IMAGE_EXTENSIONS else image] = defect
     return table
 
 
@@ -87,7 +88,7 @@ def write_misses(out, misses, test_set, scores, types, threshold, heat_of):
         path = Path(test_set.paths[i])
         score = float(scores[i])
         side = side_of_threshold(score, threshold)
-        figure = f"{kind}_{rank:02d}_{path.parent.name}_{path.stem}.png"
+        figure = bounded_name(f"{kind}_{rank:02d}_{path.parent.name}_{path.stem}", ".png")
         save_map_figure(out / figure, path, heat_of(i), test_set.mask_paths[i], score, threshold,
                         label=f"({types[i]}, {kind.replace('_', ' ')} #{rank})")
         rows.append([kind, rank, str(path), types[i], repr(score),
@@ -109,15 +110,51 @@ def clear_outputs(folder):
         folder.rmdir()
 
 
+RUN_FILES = ("auroc.png", "roc.png", "scores.png", "per_defect.csv", HISTORY_NAME)
+
+
+def remove_reports_before(out, started):
+    """After a failed run: the figures and files of ours in its folder written before it
+    started belong to an earlier run and would be shown beside this run's record; they go.
+    What this run wrote itself, and every file of another name, stays. One second of slack
+    for filesystems that keep whole seconds."""
+    out = Path(out)
+    older = [out / name for name in RUN_FILES]
+    for sub in (MISSES_FOLDER, MAPS_FOLDER):
+        if (out / sub).is_dir():
+            older += [p for p in (out / sub).iterdir()
+                      if p.suffix == ".png" or p.name == "misses.csv"]
+    for path in older:
+        if path.is_file() and path.stat().st_mtime < started - 1:
+            path.unlink()
+    for sub in (MISSES_FOLDER, MAPS_FOLDER):
+        if (out / sub).is_dir() and not any((out / sub).iterdir()):
+            (out / sub).rmdir()
+
+
 def map_figures(out, indices, test_set, scores, threshold, heat_of):
     """maps/<folder>_<stem>.png of the grad_map_viz images."""
     for i in indices:
         path = Path(test_set.paths[i])
-        save_map_figure(out / f"{path.parent.name}_{path.stem}.png", path, heat_of(i),
+        save_map_figure(out / bounded_name(f"{path.parent.name}_{path.stem}", ".png"), path, heat_of(i),
                         test_set.mask_paths[i], float(scores[i]), threshold)
 
 
+# what the metrics say on their own about a one-kind test set; the user was told once already
+INTERNAL_ONE_KIND = ("image_metrics: labels hold a single class", "PixelMetrics: need both")
+
+
 def class_reports(trained, cfg, device, out_dir):
+    """_class_reports without the metrics' internal warnings when the test set holds one kind
+    of image only: loading the class said so once, in the user's words."""
+    with warnings.catch_warnings():
+        if np.unique(trained.test_set.labels).size < 2:
+            for start in INTERNAL_ONE_KIND:
+                warnings.filterwarnings("ignore", message=start)
+        return _class_reports(trained, cfg, device, out_dir)
+
+
+def _class_reports(trained, cfg, device, out_dir):
     """Write the figures and analysis files of a finished run (train.Trained) into out_dir and
     return its metrics: aupr, f1_max, f1_threshold, pixel_auroc, aupro, pixel_images,
     masks_missing, divergence (None, or why the run counts as diverged)."""

@@ -126,10 +126,16 @@ def mean_reference(averaged, reference):
                                     f"classes in the mean, not the published mean")
 
 
+DIGITS = {"epoch_max": 1}  # an epoch number: its mean over seeds needs no four decimals
+
+
 def cell(row, key, n_seeds):
     """A table cell; with several seeds a metric reads 'mean ± std'."""
+    digits = DIGITS.get(key, 4)
     if n_seeds > 1 and row.get(f"{key}_std") is not None:
-        return f"{fmt(row.get(key))} ± {fmt(row[f'{key}_std'])}"
+        return f"{fmt(row.get(key), digits)} ± {fmt(row[f'{key}_std'], digits)}"
+    if isinstance(row.get(key), float) and key in DIGITS:
+        return fmt(row[key], digits)
     return fmt(row.get(key))
 
 

@@ -5,6 +5,7 @@ its message, recorded as `failed: <reason>` in its row, and the next run goes on
 """
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from checkpoints import (CheckpointWriter, check_resumable, checkpoint_path,
                          legacy_checkpoint_path, snapshot)
 from harness.locks import acquire_lock, release_lock, remove_stale_temps
 from harness.references import REFERENCES
-from harness.records import METHOD_KEYS, finish_run
-from harness.reports import class_reports
+from harness.records import METHOD_KEYS, finish_run, trained_sub_epochs
+from harness.reports import class_reports, remove_reports_before
 from train import DivergedError, best_auroc, train_class
 from utils import release_memory
 
@@ -139,7 +140,14 @@ def train_and_report(cfg, files, seed, device, base):
             write_final_checkpoint(writer, run_cfg, trained, metrics)
         trained.optimizer.close()
     written = writer.summary() if writer else {}
-    return {**run_row(base, trained, metrics), **written}, run_cfg
+    return ({**run_row(base, trained, metrics), **written},
+            record_settings(run_cfg, trained.state))
+
+
+def record_settings(run_cfg, state):
+    """The settings a run's record is filed under: a run trained under two sub_epochs values
+    (resumed with another) is labelled so, and pooled with runs of neither."""
+    return dict(run_cfg, sub_epochs=trained_sub_epochs(state, run_cfg["sub_epochs"]))
 
 
 def failure_reason(error):
@@ -155,6 +163,7 @@ def run_one(cfg, files, seed, device):
     table = REFERENCES.get(cfg["reference"], {"auroc": {}})  # 'none': no reference column
     base = {"class": files.name, "seed": seed,
             "reference_auroc": table["auroc"].get(files.name)}
+    started = time.time()
     try:
         row, record_cfg = train_and_report(cfg, files, seed, device, base)
     except Exception as e:  # noqa: BLE001 - a run's failure must not end the other runs
@@ -163,6 +172,8 @@ def run_one(cfg, files, seed, device):
         print(f"ERROR [{run_tag(cfg, files.name, seed)}] {type(e).__name__}: {e}",
               file=sys.stderr)
         row, record_cfg = {**base, "status": f"failed: {failure_reason(e)}"}, cfg
+        # the failed run's record must not be shown with an earlier run's figures
+        remove_reports_before(run_paths(cfg, files.name, seed)[1], started)
     finally:
         release_memory(device)  # the next run starts with what the first one had
     return finish_run(record_cfg, run_paths(cfg, files.name, seed)[1], row,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from harness.html_report import write_html_report
 from harness.locks import held_lock
-from harness.records import RECORD_NAME, describe_other, read_records, write_record
+from harness.records import (RECORD_NAME, describe_other, read_records, record_paths,
+                             write_record)
 from harness.results import write_results
 
 TABLES_LOCK = "tables.lock"
@@ -29,6 +30,56 @@ def add_missing_records(cfg, rows, folder_of):
         folder = Path(folder_of(row))
         if not (folder / RECORD_NAME).is_file():
             write_record(cfg, folder, row)
+
+
+# what each table file of ours starts with: a file of such a name that does not is the user's
+TABLE_FILES = {"results.csv": b"class,", "results_per_seed.csv": b"class,",
+               "results.md": b"| class |", "summary.png": b"\x89PNG",
+               "index.html": b"<!DOCTYPE html>"}
+REPORT_HEADING = b"<h1>DifferNet results</h1>"
+
+
+def foreign_table_files(folder):
+    """Files in folder with the name of one of our table files but not our content."""
+    foreign = []
+    for name, start in TABLE_FILES.items():
+        path = Path(folder) / name
+        if not path.exists():
+            continue
+        head = b""
+        if path.is_file():
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(65536)
+            except OSError:
+                pass
+        ours = head.startswith(start) and (name != "index.html" or REPORT_HEADING in head)
+        if not ours:
+            foreign.append(name)
+    return foreign
+
+
+def check_results_folder(results_dir, report_only=False):
+    """Refuse a folder that is not a results folder of this project before anything is written.
+    report_only needs run records to report on; training needs that no file the tables would
+    replace is someone else's (a website's index.html, a spreadsheet's results.csv). A missing
+    or empty folder is fine for training."""
+    folder = Path(results_dir)
+    if not folder.is_dir() or record_paths(folder):
+        return
+    foreign = foreign_table_files(folder)
+    if report_only:
+        found = (f"; it holds {', '.join(foreign)}, not written by this project"
+                 if foreign else "")
+        raise ValueError(f"config 'results_dir': '{folder}' holds no run records "
+                         f"(<class>/seed<k>/{RECORD_NAME}), so it is not a results folder of this "
+                         f"project{found}; nothing was written. Pass the results_dir of the runs "
+                         f"(a folder of runs from before run records existed: rerun its classes "
+                         f"with --resume=True)")
+    if foreign:
+        raise ValueError(f"config 'results_dir': '{folder}' holds {', '.join(foreign)}, not "
+                         f"written by this project, which the results table would overwrite; "
+                         f"choose another results_dir or move them away")
 
 
 def table_classes(class_names, runs):

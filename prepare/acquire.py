@@ -7,7 +7,8 @@ from pathlib import Path
 
 from prepare.common import PrepareError, check_apart, file_digest
 from prepare.download import check_free_space, check_identity, check_url, fetch
-from prepare.extract import extraction_damage, extract, read_extracted
+from prepare.extract import (DamagedArchiveError, NoSpaceError, extraction_damage, extract,
+                             read_extracted)
 
 DOWNLOAD_DIR = "data/downloads"
 
@@ -22,6 +23,20 @@ def parse_bool(text):
 
 parse_bool.__name__ = "True/False"  # argparse names the expected kind in its error
 
+HEX = set("0123456789abcdef")
+
+
+def parse_sha256(text):
+    """A SHA-256 as 64 hexadecimal digits, in either case (stored in lower case, as hashlib
+    writes it), checked before anything is downloaded: a typo must not cost a download."""
+    value = text.strip().lower()
+    if len(value) != 64 or not set(value) <= HEX:
+        raise ValueError(text)
+    return value
+
+
+parse_sha256.__name__ = "SHA-256 (64 hexadecimal digits)"
+
 
 def add_source_options(parser, archive):
     parser.add_argument("--download_dir", default=DOWNLOAD_DIR,
@@ -30,8 +45,9 @@ def add_source_options(parser, archive):
     parser.add_argument("--archive", help=f"use this copy of {archive.filename} instead of "
                                           f"downloading it (verified the same way)")
     parser.add_argument("--url", default=archive.url, help="download from this mirror")
-    parser.add_argument("--sha256", default=archive.sha256,
-                        help="expected SHA-256 of the archive (for a mirror's own copy)")
+    parser.add_argument("--sha256", default=archive.sha256, type=parse_sha256,
+                        help="expected SHA-256 of the archive (for a mirror's own copy; 64 "
+                             "hexadecimal digits, either case)")
     parser.add_argument("--keep_archive", type=parse_bool, default=True,
                         help="False: delete the downloaded archive after a verified extraction")
 
@@ -60,14 +76,29 @@ def same_disk(a, b):
     return device(a) == device(b)
 
 
+UNKNOWN_SIZE_FACTOR = 2  # a download of unknown size may be at most this times its estimate
+
+
+def archive_estimate(archive):
+    """The archive's size, or (MTD: GitHub's ZIP has no fixed size) the size of its files."""
+    return archive.size or archive.unpacked_bytes
+
+
 def check_space(archive, download_dir, out, archive_missing, prepared_bytes):
-    needs = [("archive", archive.size or archive.unpacked_bytes)] if archive_missing else []
+    """Free space for what is still to come. A kept partial download (.part, resumed next)
+    already holds part of the archive: that part is not asked for again, and it is named."""
+    part = Path(download_dir) / (archive.filename + ".part")
+    held = part.stat().st_size if archive_missing and part.is_file() else 0
+    note = (f" (the partial download '{part}', {held / 2**30:.2f} GiB, is kept there and "
+            f"resumed; delete it to start over)" if held else "")
+    needs = [("rest of the archive" if held else "archive",
+              max(0, archive_estimate(archive) - held))] if archive_missing else []
     needs.append(("extraction", archive.unpacked_bytes))
     if prepared_bytes and same_disk(download_dir, out):
         needs.append(("prepared copy", prepared_bytes))
     elif prepared_bytes:
         check_free_space(out, [("prepared copy", prepared_bytes)])
-    check_free_space(download_dir, needs)
+    check_free_space(download_dir, needs, note)
 
 
 def user_archive(path, sha256, size):
@@ -95,13 +126,18 @@ def downloaded_archive(archive, args, out, prepared_bytes):
     check_space(archive, args.download_dir, out, True, prepared_bytes)
     print(f"downloading {archive.name} ({archive.licence}) from {args.url} into {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return fetch(args.url, path, args.sha256, expected_size(archive, args.sha256))
+    return fetch(args.url, path, args.sha256, expected_size(archive, args.sha256),
+                 max_bytes=UNKNOWN_SIZE_FACTOR * archive_estimate(archive))
 
 
 def obtain(archive, args, target, out, is_top, check=None, prepared_bytes=0):
     """The extracted, verified tree at target: intact from an earlier run, else extracted from
     --archive or from the (downloaded) archive. check(folder) vets the extracted content."""
     target = Path(target)
+    if args.archive and args.url != archive.url:
+        raise PrepareError(f"--url and --archive both given: --archive '{args.archive}' is used "
+                           f"as it is and nothing is downloaded, so --url '{args.url}' would be "
+                           f"ignored; give only one of them")
     if Path(out).resolve() != target.resolve():
         check_apart(out, target, "the extraction folder")  # before anything is downloaded
     key = identity_of(archive, args.sha256)
@@ -121,9 +157,16 @@ def obtain(archive, args, target, out, is_top, check=None, prepared_bytes=0):
     print(f"extracting {source} into {target}")
     try:
         kept = extract(source, target, archive.unpacked_bytes, is_top, key, check)
+    except DamagedArchiveError as e:
+        if args.archive:  # the user's own file: never advise deleting it
+            raise PrepareError(f"{e}: get a good copy and pass it with --archive") from None
+        if args.sha256:
+            raise PrepareError(f"{e}: delete it and run again to download it anew") from None
+        source.unlink()  # verified only by its content, which failed: a later run must not reuse it
+        raise PrepareError(f"{e}; the downloaded {source.name} was removed") from None
     except PrepareError as e:
-        if args.archive or args.sha256:
-            raise
+        if args.archive or args.sha256 or isinstance(e, NoSpaceError):
+            raise  # a full disk says nothing against the archive
         source.unlink()  # verified only by its content, which failed: a later run must not reuse it
         raise PrepareError(f"{e}; the downloaded {source.name} was removed") from None
     if kept:

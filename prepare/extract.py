@@ -7,6 +7,7 @@ permission), zip members are written as plain files with the umask's permissions
 total of bytes is capped, so an archive that unpacks to far more than expected (a bomb) stops
 before the disk fills.
 """
+import errno
 import lzma
 import json
 import os
@@ -16,10 +17,25 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from prepare.common import PrepareError, all_files, replace_tree
 
+class RefusedMemberError(PrepareError):
+    """A member that must not be written (unsafe path, link, special file, duplicate, a name
+    the filesystem cannot hold): the archive is not what it should be, named by the member."""
+
+
+class DamagedArchiveError(PrepareError):
+    """The archive cannot be read to its end; what to do depends on whose it is (acquire.py)."""
+
+
+class NoSpaceError(PrepareError):
+    """The disk filled while extracting: the archive is fine and kept."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 BOMB_FACTOR = 2  # an archive may unpack to at most this many times its expected size
 EXTRACTED = ".extracted.json"  # in an extracted tree: the archive it came from, each file's size
 
@@ -43,13 +59,14 @@ def unsafe_reason(name, link=None):
 def check_tar_member(member):
     if member.isdev() or member.isfifo() or not (member.isfile() or member.isdir() or
                                                   member.issym() or member.islnk()):
-        raise PrepareError(f"refused member '{member.name}': a device, FIFO or other special file")
+        raise RefusedMemberError(f"refused member '{member.name}': a device, FIFO or other "
+                                 f"special file")
     # a hard link's target is named from the archive's top, a symlink's from its own folder
     link = None if not (member.issym() or member.islnk()) else member.linkname
     where = "x" if member.islnk() else member.name
     reason = unsafe_reason(member.name) or (None if link is None else unsafe_reason(where, link))
     if reason:
-        raise PrepareError(f"refused member '{member.name}': {reason}")
+        raise RefusedMemberError(f"refused member '{member.name}': {reason}")
 
 
 def drop_unsafe_modes(folder):
@@ -71,10 +88,11 @@ def extract_tar(archive, work, limit):
             check_tar_member(member)
             written += member.size
             check_limit(written, limit, archive)
-            if has_filter:
-                tar.extract(member, work, filter="data")
-            else:
-                tar.extract(member, work, set_attrs=not member.isdir())
+            with member_writes(archive, member.name, work, limit):
+                if has_filter:
+                    tar.extract(member, work, filter="data")
+                else:
+                    tar.extract(member, work, set_attrs=not member.isdir())
     if not has_filter:
         drop_unsafe_modes(work)
 
@@ -87,18 +105,44 @@ def extract_zip(archive, work, limit):
             if stat.S_ISLNK(info.external_attr >> 16):
                 reason = "a symbolic link"
             if reason:
-                raise PrepareError(f"refused member '{info.filename}': {reason}")
+                raise RefusedMemberError(f"refused member '{info.filename}': {reason}")
             target = work / info.filename
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "xb") as dst:
-                # counted as written, not as the header claims: headers can lie
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    written += len(chunk)
-                    check_limit(written, limit, archive)
-                    dst.write(chunk)
+            with member_writes(archive, info.filename, work, limit):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "xb") as dst:
+                    # counted as written, not as the header claims: headers can lie
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        written += len(chunk)
+                        check_limit(written, limit, archive)
+                        dst.write(chunk)
+
+
+@contextmanager
+def member_writes(archive, name, work, limit):
+    """Writing one member: a full disk, a duplicate name and a name too long for the filesystem
+    are said as such, not as a damaged archive."""
+    try:
+        yield
+    except FileExistsError:
+        raise RefusedMemberError(f"refused member '{name}': the archive holds it twice (a "
+                                 f"duplicate name); '{archive}' is not the expected archive") \
+            from None
+    except OSError as e:
+        if e.errno in NO_SPACE:
+            free = shutil.disk_usage(work).free
+            raise NoSpaceError(f"no space left on the disk of '{work}' while extracting "
+                               f"'{archive}' (member '{name}'): the extraction needs about "
+                               f"{limit / BOMB_FACTOR / 2**30:.2f} GiB, {free / 2**30:.2f} GiB "
+                               f"are free. The archive is fine and kept; free some space or "
+                               f"choose another --download_dir, then run again") from None
+        if e.errno == errno.ENAMETOOLONG:
+            raise RefusedMemberError(f"refused member '{name[:120]}...': its name is too long "
+                                     f"for this filesystem; '{archive}' is not the expected "
+                                     f"archive") from None
+        raise
 
 
 def check_limit(written, limit, archive):
@@ -158,12 +202,12 @@ def unpack(archive, work, expected_bytes):
         else:
             extract_tar(archive, work, limit)
     except tarfile.FilterError as e:
-        raise PrepareError(f"refused a member of '{archive}': {e}") from None
+        raise RefusedMemberError(f"refused a member of '{archive}': {e}") from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, lzma.LZMAError,
             zlib.error) as e:
         reason = (str(e).splitlines() or [repr(e)])[0].rstrip(":")
-        raise PrepareError(f"cannot extract '{archive}': {reason}; the archive is damaged or "
-                           f"incomplete: delete it and run again") from None
+        raise DamagedArchiveError(f"cannot extract '{archive}': {reason}; the archive is "
+                                  f"damaged or incomplete") from None
 
 
 def extract(archive, target, expected_bytes, is_top, identity, check=None):

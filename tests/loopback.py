@@ -8,6 +8,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         server = self.server
         server.requests.append((self.path, self.headers.get("Range")))
+        if self.path in server.redirects:  # a 302 to wherever the test says
+            self.send_response(302)
+            self.send_header("Location", server.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = server.files.get(self.path)
         if body is None:
             self.send_error(404)
@@ -41,9 +47,10 @@ class Handler(BaseHTTPRequestHandler):
 class Loopback:
     """with Loopback({'/a.tar': data}) as server: server.url('/a.tar')"""
 
-    def __init__(self, files, honour_range=True, drop_after=None):
+    def __init__(self, files, honour_range=True, drop_after=None, redirects=None):
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.files, self.httpd.requests = dict(files), []
+        self.httpd.redirects = dict(redirects or {})
         self.httpd.honour_range, self.httpd.drop_after = honour_range, drop_after
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

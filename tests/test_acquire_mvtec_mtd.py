@@ -171,3 +171,35 @@ def test_shipped_manifest_lists_the_2688_images_and_masks():
     entries = read_manifest(MTD.manifest)
     assert len(entries) == 2691
     assert sum(p.startswith("MT_") for p in entries) == 2688
+
+
+def test_mtd_zip_is_kept_when_the_disk_fills_during_extraction(tmp_path, mtd_served, capsys,
+                                                                monkeypatch):
+    import errno
+    import prepare.extract as extract_module
+    data, train_list, _ = mtd_served
+
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    real_open = open
+    monkeypatch.setattr(extract_module, "open", lambda path, mode="r", *a, **k: FullDisk()
+                        if mode == "xb" else real_open(path, mode, *a, **k), raising=False)
+    with Loopback({"/mtd.zip": data}) as server:
+        assert mtd_main(server, tmp_path, train_list) == 1
+    err = capsys.readouterr().err
+    assert "no space left" in err and "kept" in err and "removed" not in err
+    assert [p.name for p in (tmp_path / "dl").iterdir()] == [MTD.filename]
+
+
+def test_a_damaged_archive_of_the_user_is_never_advised_for_deletion(tmp_path, mtd_served,
+                                                                      capsys):
+    data, train_list, _ = mtd_served
+    mine = tmp_path / "mine.zip"
+    mine.write_bytes(data[:len(data) // 2])
+    assert prepare_mtd.main(["--archive", str(mine), "--out", str(tmp_path / "mtd"),
+                             "--download_dir", str(tmp_path / "dl"),
+                             "--train_list", str(train_list)]) == 1
+    err = capsys.readouterr().err
+    assert "damaged or incomplete: get a good copy and pass it with --archive" in err
+    assert "delete" not in err and mine.is_file()

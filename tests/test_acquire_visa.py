@@ -161,3 +161,37 @@ def test_out_holding_the_download_folder_is_refused_before_downloading(served, t
                                   "--download_dir", str(tmp_path / "data" / "downloads")])
     assert code == 1 and server.requests == []
     assert "overlap" in capsys.readouterr().err and not (tmp_path / "data").exists()
+
+
+def test_the_right_hash_in_upper_case_keeps_the_verified_download(served, tmp_path):
+    data, sha = served
+    with Loopback({"/VisA_20220922.tar": data}) as server:
+        assert prepare_from(server, sha, tmp_path) == 0
+        archive = tmp_path / "data/downloads/VisA_20220922.tar"
+        import shutil
+        shutil.rmtree(tmp_path / "data/downloads/VisA")  # the archive must be checked again
+        assert prepare_from(server, sha.upper(), tmp_path) == 0
+    assert len(server.requests) == 1 and archive.read_bytes() == data  # kept, not fetched again
+
+
+def test_a_malformed_sha256_is_refused_before_anything(tmp_path, capsys):
+    for bad in ("abc", "g" * 64, "0" * 63):
+        with pytest.raises(SystemExit) as stop:
+            prepare_visa.main(["--url", refused_url(), "--sha256", bad,
+                               "--out", str(tmp_path / "data" / "visa"),
+                               "--download_dir", str(tmp_path / "data" / "downloads")])
+        assert stop.value.code == 2
+        assert f"argument --sha256: invalid SHA-256 (64 hexadecimal digits) value: '{bad}'" in \
+            capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
+def test_url_beside_archive_is_refused_as_ignored(served, tmp_path, capsys):
+    data, sha = served
+    archive = tmp_path / "mine.tar"
+    archive.write_bytes(data)
+    code = prepare_visa.main(["--archive", str(archive), "--url", "http://127.0.0.1:9/x.tar",
+                              "--out", str(tmp_path / "visa"), "--download_dir", str(tmp_path / "dl")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--url and --archive both given" in err and "give only one" in err
+    assert not (tmp_path / "visa").exists() and not (tmp_path / "dl").exists()

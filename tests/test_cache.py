@@ -96,3 +96,16 @@ def test_a_reused_cache_keeps_its_bad_files(tmp_path):
     assert torch.equal(reused.images, built.images) and len(reused) == 2
     with pytest.raises(BadImageError, match="1.png"):
         build_image_set(paths, [0] * 3, [None] * 3, 8, mmap_file=target)
+
+
+def test_an_image_replaced_with_its_old_size_and_time_gets_another_cache(tmp_path):
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(tmp_path / "a.png")
+    path = str(tmp_path / "a.png")
+    name = cache_file("c", "toy", "train", [path], 64)
+    info = os.stat(path)
+    data = bytearray((tmp_path / "a.png").read_bytes())
+    data[-20] ^= 0xFF  # same size, other bytes
+    (tmp_path / "a.png").write_bytes(bytes(data))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))  # as cp -p or rsync -t leave it
+    assert os.stat(path).st_size == info.st_size
+    assert cache_file("c", "toy", "train", [path], 64) != name

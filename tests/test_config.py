@@ -127,3 +127,10 @@ def test_preset_may_import_helpers_and_define_functions(tmp_path):
     cfg = resolve_config([str(preset)])
     assert cfg["class_names"] == ["pcb0", "pcb1"] and cfg["lr_init"] == pytest.approx(4e-4)
     assert cfg["dataset_path"] == os.path.join("data", "visa")
+
+
+def test_the_printed_config_shows_seeds_and_not_the_internal_seed():
+    from configurator import format_config, resolve_config
+    text = format_config(resolve_config(["--seeds=[0, 1]"]))
+    assert "seeds " in text and "= [0, 1]" in text
+    assert not [line for line in text.splitlines() if line.split()[0] == "seed"]

@@ -165,3 +165,15 @@ def test_memory_mapped_cache_equals_in_memory(tmp_path):
     mapped = build_image_set(paths, [0] * 3, [None] * 3, 12, mmap_file=str(tmp_path / "c.npy"))
     assert torch.equal(plain.images, mapped.images)
     assert np.array_equal(np.load(tmp_path / "c.npy"), plain.images.numpy())
+
+
+def test_the_skip_warning_does_not_advise_setting_what_is_set(tmp_path):
+    bad = tmp_path / "bad.JPG"
+    bad.write_bytes(b"not an image")
+    for mmap_file in ("", str(tmp_path / "c.npy"), str(tmp_path / "c.npy")):  # 3rd: reused
+        with pytest.warns(UserWarning) as caught:
+            build_image_set([str(bad)], [0], [None], 8, skip_bad=True, mmap_file=mmap_file)
+        messages = [str(w.message) for w in caught if "bad.JPG" in str(w.message)]
+        assert messages and not [m for m in messages if "skip_bad_images" in m]
+    with pytest.raises(BadImageError, match="skip_bad_images=True"):  # unset: the advice stays
+        build_image_set([str(bad)], [0], [None], 8, mmap_file=str(tmp_path / "c.npy"))

@@ -66,7 +66,8 @@ def test_wrong_hash_keeps_nothing_and_names_both_hashes(tmp_path):
 
 def test_wrong_size_is_refused(tmp_path):
     with Loopback({"/a.tar": DATA}) as server:
-        with pytest.raises(PrepareError, match=f"expected SHA-256 {SHA}, 5 bytes"):
+        with pytest.raises(PrepareError, match=r"the server sent more than 5 bytes \(0.00 GiB\) "
+                                               r"for a.tar, more than the archive can be"):
             fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA, size=5)
     assert list(tmp_path.iterdir()) == []
 
@@ -100,3 +101,62 @@ def test_free_space_is_checked_with_figures(tmp_path, monkeypatch):
         check_free_space(tmp_path / "new", [("archive", 2 << 30), ("extraction", 1 << 30)])
     assert "archive 2.00 GiB + extraction 1.00 GiB = 3.00 GiB needed, 2.00 GiB free" in str(e.value)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_redirect_to_another_scheme_is_refused_at_once(tmp_path):
+    with Loopback({}, redirects={"/a.tar": "ftp://127.0.0.1/a.tar"}) as server:
+        with pytest.raises(PrepareError) as caught:
+            fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA)
+    message = str(caught.value)
+    assert "redirects to 'ftp://127.0.0.1/a.tar', which is not an http(s) URL" in message
+    assert "\n" not in message
+    assert len(server.requests) == 1  # not retried: asked once, nothing fetched from ftp
+    assert not (tmp_path / "a.tar").exists() and not (tmp_path / "a.tar.part").exists()
+
+
+def test_a_redirect_to_http_is_followed_at_every_hop(tmp_path):
+    with Loopback({"/b.tar": DATA}) as target:
+        hops = {"/a.tar": "/hop", "/hop": target.url("/b.tar")}
+        with Loopback({}, redirects=hops) as server:
+            fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA)
+    assert (tmp_path / "a.tar").read_bytes() == DATA
+    with Loopback({}, redirects={"/a.tar": "/hop", "/hop": "file:///etc/hostname"}) as server:
+        with pytest.raises(PrepareError, match="redirects to 'file:///etc/hostname'"):
+            fetch(server.url("/a.tar"), tmp_path / "c.tar", SHA)
+
+
+def test_a_redirect_loop_is_one_line(tmp_path):
+    with Loopback({}, redirects={"/a.tar": "/b.tar", "/b.tar": "/a.tar"}) as server:
+        with pytest.raises(PrepareError) as caught:
+            fetch(server.url("/a.tar"), tmp_path / "a.tar", SHA)
+    assert "its redirects do not end" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_download_larger_than_the_cap_stops_and_leaves_no_part(tmp_path):
+    with Loopback({"/a.tar": DATA}) as server:
+        with pytest.raises(PrepareError, match=r"the server sent more than 1,048,576 bytes "
+                                               r"\(0.00 GiB\) for a.tar, more than the archive "
+                                               r"can be; stopped"):
+            fetch(server.url("/a.tar"), tmp_path / "a.tar", None, max_bytes=1 << 20)
+    assert len(server.requests) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_kept_part_file_is_credited_and_named_in_the_space_check(tmp_path, monkeypatch):
+    import dataclasses
+    from prepare import acquire
+    from prepare.archives import MTD
+    archive = dataclasses.replace(MTD, unpacked_bytes=3 << 30)
+    part = tmp_path / (MTD.filename + ".part")
+    part.write_bytes(b"")
+    os.truncate(part, 2 << 30)  # sparse: 2 GiB of the 3 GiB archive arrived
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda p: Usage(0, 0, 4 << 30))
+    acquire.check_space(archive, tmp_path, tmp_path / "out", True, 0)  # 1 + 3 GiB: it fits
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda p: Usage(0, 0, 1 << 30))
+    with pytest.raises(PrepareError) as caught:
+        acquire.check_space(archive, tmp_path, tmp_path / "out", True, 0)
+    message = str(caught.value)
+    assert "rest of the archive 1.00 GiB + extraction 3.00 GiB = 4.00 GiB needed, 1.00 GiB " \
+           "free" in message
+    assert f"the partial download '{part}', 2.00 GiB, is kept there and resumed; delete it" \
+        in message

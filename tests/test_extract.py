@@ -166,3 +166,49 @@ def test_re_extraction_keeps_files_it_did_not_write(tmp_path):
     assert extract(archive, target, 10_000, is_top, "id") == ["data/checkpoint.pt"]
     assert (target / "data" / "a.txt").read_bytes() == b"inside"
     assert (target / "data" / "checkpoint.pt").read_bytes() == b"mine"
+
+
+def zip_with(path, members):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+    return path
+
+
+def test_a_duplicate_zip_member_is_refused_by_name_not_called_damaged(tmp_path):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate it is asked to write
+        archive = zip_with(tmp_path / "a.zip", [("data/a.txt", b"1"), ("data/a.txt", b"2")])
+    with pytest.raises(PrepareError) as caught:
+        extract(archive, tmp_path / "out", 1000, is_top, "x")
+    assert "refused member 'data/a.txt': the archive holds it twice" in str(caught.value)
+    assert "damaged" not in str(caught.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_a_member_name_too_long_for_the_filesystem_is_refused_by_name(tmp_path):
+    archive = zip_with(tmp_path / "a.zip", [("data/" + "x" * 300, b"1")])
+    with pytest.raises(PrepareError, match=r"refused member 'data/x+\.\.\.': its name is too "
+                                           r"long for this filesystem"):
+        extract(archive, tmp_path / "out", 1000, is_top, "x")
+
+
+def test_a_full_disk_keeps_the_archive_and_names_the_space_needed(tmp_path, monkeypatch):
+    import errno
+    import prepare.extract as extract_module
+    from prepare.extract import NoSpaceError
+    archive = zip_with(tmp_path / "a.zip", [("data/a.txt", b"123")])
+
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    real_open = open
+    monkeypatch.setattr(extract_module, "open", lambda path, mode="r", *a, **k: FullDisk()
+                        if mode == "xb" else real_open(path, mode, *a, **k), raising=False)
+    with pytest.raises(NoSpaceError) as caught:
+        extract(archive, tmp_path / "out", 3 * 2**30, is_top, "x")
+    message = str(caught.value)
+    assert "no space left on the disk of" in message and "about 3.00 GiB" in message
+    assert "The archive is fine and kept" in message and "damaged" not in message
+    assert archive.is_file() and not (tmp_path / "out.partial").exists()

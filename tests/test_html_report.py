@@ -121,3 +121,14 @@ def test_two_commands_at_once_on_two_classes_leave_one_table_and_report(tmp_path
     assert "one/seed0/roc.png" in shown and "two/seed0/auroc.png" in shown
     # n_misses=1: one anomalous and one normal figure per class, each an img and a link
     assert sum("/misses/" in link for link in shown) == 2 * 2 * 2
+
+
+def test_a_200_character_class_name_wraps_in_the_table_and_is_cut_on_the_plot():
+    from harness.figures import LABEL_CHARS, axis_labels
+    from harness.html_report import STYLE
+    long = "very_long_class_name_" * 10
+    labels = axis_labels([long[:200], "candle", long[:199] + "x"])
+    assert labels[1] == "candle" and all(len(label) <= LABEL_CHARS + 4 for label in labels)
+    assert labels[0] != labels[2] and labels[0].startswith("very_long_class_name_")
+    # the class column wraps anywhere instead of pushing the metrics off screen
+    assert "td:first-child{max-width:16em;overflow-wrap:anywhere}" in STYLE

@@ -28,3 +28,18 @@ def test_a_preset_saved_with_a_byte_order_mark_and_windows_line_endings(tmp_path
     preset.write_bytes(b"\xef\xbb\xbfimg_size = 128\r\n\r\nn_scales = (1\r\n")
     with pytest.raises(ValueError, match=f"preset '{preset}', line 3: syntax error"):
         resolve_config([str(preset)])
+
+
+@pytest.mark.parametrize("line, said", [("import sys\nsys.exit(0)\n", "sys.exit(0)"),
+                                        ("import sys\nsys.exit(3)\n", "sys.exit(3)"),
+                                        ("raise SystemExit\n", "sys.exit(None)"),
+                                        ("raise KeyboardInterrupt\n", "KeyboardInterrupt")])
+def test_any_exit_from_a_preset_is_an_error_naming_file_and_line(tmp_path, capsys, line, said):
+    import main
+    preset = tmp_path / "exits.py"
+    preset.write_text("img_size = 64\n" + line)
+    assert main.main([str(preset), f"--results_dir={str(tmp_path / 'r')!r}"]) == 1
+    err = capsys.readouterr().err
+    last = len(preset.read_text().splitlines())
+    assert f"error: preset '{preset}', line {last}: {said}; a preset holds settings" in err
+    assert "interrupted" not in err and not (tmp_path / "r").exists()

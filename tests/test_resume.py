@@ -91,8 +91,8 @@ def test_resume_after_the_data_changed_is_refused_before_work(tmp_path, toy_clas
     extra.unlink()
     (toy_class / "test" / "good" / "000.JPG").write_bytes(b"x" * 10)  # same count, other bytes
     assert main.main(tiny_args(tmp_path, meta_epochs=2, resume=True)) == 1
-    assert "same counts, but files were added, removed, renamed or resized" in \
-        capsys.readouterr().err
+    assert "same counts, but files were added, removed, renamed or changed: test/good/000.JPG " \
+        "has other content" in capsys.readouterr().err
     assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))["epoch"] == 1
 
 

@@ -90,3 +90,17 @@ def test_reference_column_follows_the_preset(tmp_path, toy_class):
     md = (tmp_path / "results" / "results.md").read_text()
     assert "reference AUROC: DifferNet paper, Magnetic Tile Defects" in md
     assert "| mtd |" in md and " 0.9770 " in md
+
+
+def test_epoch_of_max_over_seeds_reads_as_an_epoch_not_a_metric(tmp_path):
+    from configurator import resolve_config
+    from harness.records import write_record
+    from harness.tables import rebuild_results
+    from test_results_records import finished_row
+    cfg = resolve_config(tiny_args(tmp_path, seeds=[0, 1]))
+    for seed, epoch in ((0, 2), (1, 3)):
+        write_record(cfg, tmp_path / "results" / "toy" / f"seed{seed}",
+                     dict(finished_row("toy", seed, 0.5), epoch_max=epoch))
+    rebuild_results(cfg, echo=False)
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert "| 2.5 ± 0.7 |" in md and "2.5000 ± 0.7071" not in md
