@@ -38,8 +38,8 @@ def _mask_facts(path, _mtime_ns, _size):
         mask = read_mask(path)
     except (Image.DecompressionBombError, *READ_ERRORS) as e:
         raise BadImageError(f"cannot read mask '{path}': {e}. Replace it (prepare_visa.py writes "
-                            f"masks anew)", ", or set skip_bad_images=True to leave its image "
-                            f"out with a warning") from None
+                            "masks anew)", ", or set skip_bad_images=True to leave its image "
+                            "out with a warning") from None
     return mask.width, mask.height, bool(np.asarray(mask).any())
 
 
