@@ -30,7 +30,8 @@ METHOD_KEYS = ("img_size", "n_transforms", "n_transforms_test", "test_rotations"
                "pretrained", "n_scales", "n_coupling_blocks", "fc_internal", "dropout",
                "clamp_alpha", "lr_init", "adam_betas", "adam_eps", "weight_decay", "batch_size",
                "meta_epochs", "sub_epochs", "threshold_percentile", "amp_bf16", "tf32")
-# where data and outputs live, what is drawn or printed, and speed settings with equal numbers
+# where data and outputs live, what is drawn or printed, and speed settings that change at most
+# the rounding (channels_last, backbone_batch, adam_kernel: as another CPU or a GPU does)
 NOT_METHOD_KEYS = ("dataset_path", "class_names", "num_workers", "skip_bad_images",
                    "make_demo_data", "weights_path", "seeds", "grad_map_viz", "grad_map_all",
                    "pixel_auroc", "n_misses", "cache_device", "cache_mmap", "channels_last",
