@@ -64,6 +64,7 @@ backbone_batch = 64                 # transformed images per backbone forward pa
 # run
 device = "auto"                     # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'
 save_model = True                   # write a checkpoint after every meta epoch
+keep_optimizer = False              # True: the finished checkpoint keeps Adam's moments (3x the bytes), to train on later
 resume = False                      # continue each class from its last checkpoint
 checkpoint_dir = "checkpoints"      # checkpoint_dir/<class>/checkpoint.pt
 results_dir = "results"             # results.csv, results.md and per-class plots
