@@ -171,7 +171,7 @@ def changed_training_settings(state, cfg):
         "resume", "meta_epochs", "verbose", "device", "num_workers", "checkpoint_dir",
         "results_dir", "class_names", "dataset_path", "make_demo_data", "save_model", "keep_optimizer",
         "cache_device", "cache_mmap", "grad_map_viz", "grad_map_all", "pixel_auroc",
-        "threshold_percentile", "seeds", "n_misses", "reference"}
+        "threshold_percentile", "seeds", "n_misses", "reference", "transforms_curve"}
     return sorted(k for k in cfg if k not in ignored and state["config"].get(k) != cfg[k])
 
 

@@ -51,6 +51,7 @@ threshold_percentile = 99.0         # verdict threshold: this percentile of the 
 grad_map_viz = False                # after training, write gradient maps of the anomalous test images
 grad_map_all = False                # with grad_map_viz: maps of every test image, not only anomalous ones
 pixel_auroc = True                  # pixel AUROC and AUPRO from gradient maps when ground-truth masks exist
+transforms_curve = [1, 2, 4, 8, 16, 32, 64]  # after training: test AUROC and scoring time per rotation count ([] = none)
 n_misses = 8                        # worst-scored anomalous and normal test images shown in results/<class>/misses
 
 # speed (none changes the method; those that change numbers are off)
