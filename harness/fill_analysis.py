@@ -56,9 +56,20 @@ def test_set_of(cfg, record, path, state, parts):
     return test_set
 
 
+def run_model(state, device):
+    """The finished model with the run's own speed settings (channels_last changes the last
+    bits of a score), so that its scores at the run's rotations equal the run's own."""
+    from torchvision.models import alexnet
+
+    from train import build_model
+    model = build_model(state["config"], alexnet(weights=None).features)
+    model.flow.load_state_dict(state["flow"])
+    model.features.backbone.load_state_dict(state["backbone"])
+    return model.to(device).eval()
+
+
 def complete_run(cfg, record, parts, device):
     """Write the missing parts of one finished run into its results folder."""
-    import evaluate  # the model of a checkpoint, built as evaluate.py builds it
     path, state = finished_state(cfg, record)
     test_set = test_set_of(cfg, record, path, state, parts)
     if test_set is None:
@@ -67,7 +78,7 @@ def complete_run(cfg, record, parts, device):
     if "per_size" in parts:
         write_per_size(folder, test_set, state["test_scores"].numpy(), state.get("threshold"))
     if "curve" in parts:
-        model = evaluate.load_trained_model(path, device)[0]
+        model = run_model(state, device)
         write_transforms_curve(folder, model, test_set.images, test_set.labels,
                                cfg["transforms_curve"], device, run_facts(run_cfg, state),
                                run_cfg["n_transforms_test"])

@@ -79,12 +79,13 @@ def plot_score_vs_area(path, labels, scores, areas, threshold):
     if len(normal):
         ax.axhspan(normal.min(), normal.max(), color="tab:blue", alpha=0.15,
                    label=f"normal test images' scores ({len(normal)})")
-    x = np.array([max(areas[i], 1e-6) * 100 for i in shown])  # an empty mask sits at 1e-4 %
+    x = np.array([max(areas[i], 1e-4) * 100 for i in shown])  # an empty mask sits at 0.01 %
     ax.scatter(x, scores[shown], s=14, color="tab:red", label=f"anomalous images ({len(shown)})")
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", label="threshold")
     for _, low, _ in AREA_BINS[1:]:
         ax.axvline(low * 100, color="grey", ls=":", lw=0.8)
+    ax.set_xlim(0.01, 100)  # every bin in view, however few its images
     missing = sum(1 for a, label in zip(areas, labels) if label == 1 and a is None)
     ax.set_xscale("log")
     ax.set_xlabel("defect area, % of the image (bins dotted)")
