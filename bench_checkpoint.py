@@ -1,7 +1,7 @@
 """Bytes of a finished checkpoint and the time evaluate.py takes to load it, with Adam's moments
 (keep_optimizer=True, what every finished checkpoint held before) and without (the default).
 
-    python bench_checkpoint.py [--fc_internal 2048] [--img_size 128] [--repeats 3] [--json F]
+    python bench_checkpoint.py [--fc_internal 2048] [--img_size 256] [--repeats 3] [--json F]
 
 Trains one meta epoch of one sub-epoch on a small synthetic class (written into a temp folder)
 at the default flow (8 coupling blocks, 3 scales; the flow's size does not depend on img_size)
@@ -50,7 +50,7 @@ def load_seconds(path):
 def main_bench(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fc_internal", type=int, default=2048)
-    parser.add_argument("--img_size", type=int, default=128)
+    parser.add_argument("--img_size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)

@@ -90,6 +90,13 @@ def complete_finished_runs(cfg):
     matching, _ = read_records(cfg["results_dir"], cfg)
     todo = [(r, missing_parts(cfg, r)) for r in matching if r["row"].get("status") == "ok"]
     todo = [(r, parts) for r, parts in todo if parts]
+    without = [r for r, _ in todo if not Path(checkpoint_path(
+        cfg["checkpoint_dir"], r["class"], r["seed"])).is_file()]
+    if without:  # save_model=False, or checkpoints moved away to save space: nothing to make
+        print(f"{len(without)} finished run(s) without per_size.csv or the transforms curve have "
+              f"no checkpoint in checkpoint_dir '{cfg['checkpoint_dir']}' to make them from: "
+              + ", ".join(f"{r['class']} seed {r['seed']}" for r in without))
+    todo = [(r, parts) for r, parts in todo if r not in without]
     done, device = [], resolve_device(cfg["device"]) if todo else None
     for record, parts in sorted(todo, key=lambda t: (t[0]["class"], t[0]["seed"])):
         tag = f"{record['class']} seed {record['seed']}"
