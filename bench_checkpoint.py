@@ -5,9 +5,9 @@
 
 Trains one meta epoch of one sub-epoch on a small synthetic class (written into a temp folder)
 at the default flow (8 coupling blocks, 3 scales; the flow's size does not depend on img_size)
-twice, once per setting; the same seed gives the same flow both times. Load times (wall and this
-process's CPU time) are the median of --repeats loads with evaluate.load_trained_model, alternating the two files (both
-in the page cache: they were just written).
+twice, once per setting; the same seed gives the same flow both times. Load times (wall and
+this process's CPU time) are the median of --repeats loads with evaluate.load_trained_model,
+alternating the two files (both in the page cache: they were just written).
 """
 import argparse
 import json
