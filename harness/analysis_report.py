@@ -125,13 +125,15 @@ def curve_csv_rows(summary):
 def markdown_lines(size, curve, md_cell):
     """The two sections of results.md (none when no run has the files)."""
     lines = []
+    size_note = ("Each bin's anomalous images against all normal test images; area = share of "
+                 "the image the ground-truth mask covers; mean ± std over seeds; per run: "
+                 "per_size.csv, defect_areas.csv, score_vs_area.png")
+    curve_note = ("Image AUROC (mean ± std over seeds) and scoring time per test image with n "
+                  "evenly spaced rotations, from the finished model; per run: "
+                  "transforms_curve.csv, transforms_curve.png")
     for title, note, table in (
-            ("Image AUROC by defect area", "Each bin's anomalous images against all normal "
-             "test images; area = share of the image the ground-truth mask covers; mean ± std "
-             "over seeds; per run: per_size.csv, defect_areas.csv, score_vs_area.png", size_table(size) if size else None),
-            ("Test-time rotations", "Image AUROC (mean ± std over seeds) and scoring time per "
-             "test image with n evenly spaced rotations, from the finished model; per run: "
-             "transforms_curve.csv, transforms_curve.png", curve_table(curve) if curve else None)):
+            ("Image AUROC by defect area", size_note, size_table(size) if size else None),
+            ("Test-time rotations", curve_note, curve_table(curve) if curve else None)):
         if table is None:
             continue
         header, body = table

@@ -76,8 +76,8 @@ def table_section(results_dir, rows, mean, reference, anchors, other_lines):
     out.append(f'<p class="note">Mean row: over {esc(mean["classes_in_mean"])} classes; its '
                f'reference is {esc(mean["reference_note"])}.</p>')
     if groups:
-        out.append('<p class="note">Group rows (mean: dataset kind): the mean over the classes of one '
-                   "kind of object that finished, out of the kind's classes; their reference is "
+        out.append('<p class="note">Group rows (mean: dataset kind): the mean over the classes '
+                   "of one kind of object that finished, out of the kind's classes; their reference is "
                    "the mean of the reference's values of the same classes.</p>")
     if other_lines:
         out += ["<p>Runs with other method settings (not in the table):</p><ul>"]

@@ -76,7 +76,8 @@ def plot_curve(path, rows, run_rotations):
     if finite:
         ax.set_ylim(max(0.0, min(finite) - 0.05), 1.005)
     if run_rotations in counts:
-        ax.axvline(run_rotations, color="grey", ls=":", label=f"the run's n_transforms_test ({run_rotations})")
+        ax.axvline(run_rotations, color="grey", ls=":",
+                   label=f"the run's n_transforms_test ({run_rotations})")
     time_ax = ax.twinx()
     time_ax.plot(counts, ms, marker="s", color="tab:orange", label="scoring time")
     time_ax.set_ylabel("ms per test image", color="tab:orange")

@@ -63,8 +63,8 @@ def test_group_rows_average_their_finished_classes_beside_the_reference():
     assert complex_["reference_auroc"] == pytest.approx((0.9004 + 0.9825) / 2)
     assert multiple["auroc_last"] == 0.9 and multiple["aupr"] is None
     assert multiple["classes_in_mean"] == "1 of 4" and multiple["reference_auroc"] == 0.8825
-    mvtec = group_rows([{"class": "grid", "auroc_last": 0.5}, {"class": "wood",
-                                                              "auroc_last": 0.7}], MEAN_KEYS, "none")
+    textures = [{"class": "grid", "auroc_last": 0.5}, {"class": "wood", "auroc_last": 0.7}]
+    mvtec = group_rows(textures, MEAN_KEYS, "none")
     assert [(g["class"], g["auroc_last"], g["classes_in_mean"], g["reference_auroc"])
             for g in mvtec] == [("mean: MVTec AD textures", 0.6, "2 of 5", None)]
 
