@@ -186,9 +186,9 @@ def changed_training_settings(state, cfg):
     run's own bookkeeping: a resumed run then no longer equals an uninterrupted one."""
     ignored = set(ARCHITECTURE_KEYS) | {
         "resume", "meta_epochs", "verbose", "device", "num_workers", "checkpoint_dir",
-        "results_dir", "class_names", "dataset_path", "make_demo_data", "save_model",
+        "results_dir", "class_names", "dataset_path", "make_demo_data", "save_model", "keep_optimizer",
         "cache_device", "cache_mmap", "grad_map_viz", "grad_map_all", "pixel_auroc",
-        "threshold_percentile", "seeds", "n_misses", "reference"}
+        "threshold_percentile", "seeds", "n_misses", "reference", "transforms_curve"}
     return sorted(k for k in cfg if k not in ignored and state["config"].get(k) != cfg[k])
 
 
@@ -227,7 +227,8 @@ def restore(model, optimizer, generator, cfg, files, path):
                       f"{', '.join(changed)}; the result will differ from an uninterrupted run")
     model.flow.load_state_dict(state["flow"])
     model.features.backbone.load_state_dict(state["backbone"])
-    optimizer.load_state_dict(state["optimizer"])
+    if "optimizer" in state:  # a finished run read back needs no moments (check_optimizer_kept)
+        optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["rng_train"])
     torch.set_rng_state(state["rng_torch"])
     if state.get("rng_cuda") and torch.cuda.device_count() == len(state["rng_cuda"]):
@@ -291,12 +292,32 @@ def check_same_evaluation(state, cfg, path):
                          f"with evaluate.py, or move it away (or choose another checkpoint_dir) to retrain")
 
 
+def check_optimizer_kept(state, meta_epochs, path):
+    """Training on needs Adam's moments; a finished checkpoint holds them only when it was
+    written with keep_optimizer=True (without them the run would go on unlike an uninterrupted
+    one). Reading a finished run back needs none."""
+    if "optimizer" in state or state["epoch"] >= meta_epochs:
+        return
+    raise ValueError(f"checkpoint '{path}' finished after {state['epoch']} meta epochs without "
+                     f"Adam's moments (keep_optimizer=False when it was written), so it cannot "
+                     f"be trained on to meta_epochs={meta_epochs}; read it back with "
+                     f"meta_epochs={state['epoch']}, or retrain it with --keep_optimizer=True "
+                     f"to be able to train on later (move it away or choose another checkpoint_dir)")
+
+
+def without_optimizer(state):
+    """The finished checkpoint's dict without Adam's moments (2/3 of its bytes at any flow size),
+    marked so that a read-back never writes an empty optimizer in their place."""
+    return {**{k: v for k, v in state.items() if k != "optimizer"}, "optimizer_dropped": True}
+
+
 def check_fits(state, path, cfg, files):
     """A loaded checkpoint must fit this run's class, seed, architecture, data and meta_epochs."""
     check_checkpoint_matches(state, cfg, files.name, path)
     check_same_seed(state, cfg["seed"], path)
     check_same_data(state, data_fingerprint(files), files.name, path, files)
     check_epochs(state, cfg["meta_epochs"], path)
+    check_optimizer_kept(state, cfg["meta_epochs"], path)
     check_same_evaluation(state, cfg, path)
 
 

@@ -52,6 +52,7 @@ threshold_percentile = 99.0         # verdict threshold: this percentile of the 
 grad_map_viz = False                # after training, write gradient maps of the anomalous test images
 grad_map_all = False                # with grad_map_viz: maps of every test image, not only anomalous ones
 pixel_auroc = True                  # pixel AUROC and AUPRO from gradient maps when ground-truth masks exist
+transforms_curve = [1, 2, 4, 8, 16, 32, 64]  # after training: test AUROC and scoring time per rotation count ([] = none)
 n_misses = 8                        # worst-scored anomalous and normal test images shown in results/<class>/misses
 
 # speed (none changes the method; those that change numbers are off; docs/method.md measures each)
@@ -66,6 +67,7 @@ adam_kernel = "auto"                # 'auto': fused on a GPU, single-tensor loop
 # run
 device = "auto"                     # 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'
 save_model = True                   # write a checkpoint after every meta epoch
+keep_optimizer = False              # True: the finished checkpoint keeps Adam's moments (3x the bytes), to train on later
 resume = False                      # continue each class from its last checkpoint
 checkpoint_dir = "checkpoints"      # checkpoint_dir/<class>/seed<k>/checkpoint.pt
 results_dir = "results"             # results.csv, results.md and per-class plots

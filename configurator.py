@@ -169,6 +169,11 @@ def _check_ranges(cfg):
               seeds)
     if len(set(seeds)) != len(seeds):
         _fail("seeds", "a list without repeats", seeds)
+    counts = cfg["transforms_curve"]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in counts) \
+            or len(set(counts)) != len(counts):
+        _fail("transforms_curve", "a list of distinct positive integers (rotations per test "
+              "image), e.g. [1, 2, 4, 8, 16, 32, 64], or [] for no curve", counts)
 
 
 def _check_choices(cfg):

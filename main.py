@@ -19,6 +19,7 @@ from data import BadImageError
 from harness.locks import RunLockedError, remove_stale_temps
 from masks import checked_class_files
 from model import WeightsUnavailableError, load_alexnet_features
+from harness.fill_analysis import complete_finished_runs
 from harness.tables import add_missing_records, check_results_folder, rebuild_results
 from harness.runs import (check_checkpoints, lock_runs, release_locks, run_one, run_paths,
                           run_units)
@@ -148,12 +149,14 @@ def write_tables(cfg, rows, world_size):
 
 
 def report_only(cfg):
-    """--report_only=True: the table and report from the records already in results_dir."""
+    """--report_only=True: the table and report from the records already in results_dir; runs
+    finished before per_size.csv or the transforms curve existed get them from their checkpoint."""
     if not Path(cfg["results_dir"]).is_dir():
         raise FileNotFoundError(f"config 'results_dir': '{cfg['results_dir']}' does not exist, so "
                                 f"there are no runs to report; pass the results_dir of the runs")
     check_results_folder(cfg["results_dir"], report_only=True)  # before anything is written
     remove_stale_temps(cfg["results_dir"], recursive=False, min_age=SHARED_TEMP_AGE)
+    complete_finished_runs(cfg)
     rebuild_results(cfg)
     return []
 

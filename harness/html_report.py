@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from harness.analysis_report import run_figures
+from harness.groups import group_rows
 from harness.references import REFERENCES
-from harness.results import NOT_RUN, cell
+from harness.results import MEAN_KEYS, NOT_RUN, cell
 from spreadsheet import csv_cell_text
 from utils import atomic_write
 
@@ -46,21 +48,23 @@ def read_csv_rows(path):
                 for row in csv.DictReader(f)]
 
 
-def results_table(rows, mean, anchors):
-    """The class rows and the mean row; a class name links to its section."""
+def results_table(rows, mean, anchors, groups=()):
+    """The class rows, the group rows and the mean row; a class name links to its section."""
     n_seeds = 2 if any(r.get("auroc_last_std") is not None for r in rows) else 1
     lines = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for _, h in TABLE_COLUMNS) + "</tr>"]
-    for row in rows + [mean]:
+    for row in rows + list(groups) + [mean]:
+        summary = row is mean or row.get("group")
         cells = []
         for key, _ in TABLE_COLUMNS:
             text = esc(cell(row, key, n_seeds))
-            if key == "class" and row is mean:
-                text = esc(f"mean ({mean['classes_in_mean']} classes)")
+            if key == "class" and summary:
+                label = "mean" if row is mean else row["class"]
+                text = esc(f"{label} ({row['classes_in_mean']} classes)")
             elif key == "class" and row["class"] in anchors:
                 text = f'<a href="#{anchors[row["class"]]}">{text}</a>'
-            bad = key == "status" and row is not mean and row.get("status") not in ("ok", NOT_RUN)
+            bad = key == "status" and not summary and row.get("status") not in ("ok", NOT_RUN)
             cells.append(f'<td class="bad">{text}</td>' if bad else f"<td>{text}</td>")
-        lines.append(f'<tr{" class=mean" if row is mean else ""}>' + "".join(cells) + "</tr>")
+        lines.append(f'<tr{" class=mean" if summary else ""}>' + "".join(cells) + "</tr>")
     return lines + ["</table>"]
 
 
@@ -68,15 +72,22 @@ def table_section(results_dir, rows, mean, reference, anchors, other_lines):
     """Heading, table, notes on the reference and the mean row, files, summary plot."""
     out = ["<h1>DifferNet results</h1>",
            f'<p class="note">Rebuilt {esc(time.strftime("%Y-%m-%d %H:%M:%S"))} from the run '
-           f"records in this folder.</p>"] + results_table(rows, mean, anchors)
+           f"records in this folder.</p>"]
+    groups = group_rows(rows, MEAN_KEYS, reference)
+    out += results_table(rows, mean, anchors, groups)
     if reference != "none":
         out.append(f'<p class="note">Reference: {esc(REFERENCES[reference]["source"])}.</p>')
     out.append(f'<p class="note">Mean row: over {esc(mean["classes_in_mean"])} classes; its '
                f'reference is {esc(mean["reference_note"])}.</p>')
+    if groups:
+        out.append('<p class="note">Group rows (mean: dataset kind): the mean over the classes '
+                   "of one kind of object that finished, out of the kind's classes; their reference is "
+                   "the mean of the reference's values of the same classes.</p>")
     if other_lines:
         out += ["<p>Runs with other method settings (not in the table):</p><ul>"]
         out += [f"<li>{esc(line)}</li>" for line in other_lines] + ["</ul>"]
-    files = [n for n in ("results.md", "results.csv", "results_per_seed.csv")
+    files = [n for n in ("results.md", "results.csv", "results_per_seed.csv",
+                         "results_per_size.csv", "results_transforms.csv")
              if Path(results_dir, n).is_file()]
     out.append("<p>" + " · ".join(f'<a href="{quote(n)}">{esc(n)}</a>' for n in files) + "</p>")
     if Path(results_dir, "summary.png").is_file():
@@ -92,14 +103,14 @@ def short_number(text):
         return text
 
 
-def per_defect_table(path):
+def per_defect_table(path, title="per defect type"):
     rows = read_csv_rows(path)
     if not rows:
         return []
     head = "".join(f"<th>{esc(k)}</th>" for k in rows[0])
     body = ["<tr>" + "".join(f"<td>{esc(short_number(v))}</td>" for v in r.values()) + "</tr>"
             for r in rows]
-    return ["<h4>per defect type</h4><table>", f"<tr>{head}</tr>"] + body + ["</table>"]
+    return [f"<h4>{esc(title)}</h4><table>", f"<tr>{head}</tr>"] + body + ["</table>"]
 
 
 def misses_gallery(folder, results_dir):
@@ -125,23 +136,29 @@ def run_section(record, results_dir):
     folder = Path(record["folder"])
     row = record["row"]
     out = [f'<div class="run"><h3>seed {esc(record["seed"])}: {esc(row.get("status"))}</h3>']
-    for name, caption in RUN_FIGURES:
+    for name, caption in RUN_FIGURES + run_figures(folder):
         if (folder / name).is_file():
             src = link(folder / name, results_dir)
             out.append(f'<figure><img src="{src}" alt="{esc(caption)}">'
                        f"<figcaption>{esc(caption)}</figcaption></figure>")
-    links = [n for n in ("history.csv", "per_defect.csv", "run.json") if (folder / n).is_file()]
+    links = [n for n in ("history.csv", "per_defect.csv", "per_size.csv", "defect_areas.csv",
+                         "transforms_curve.csv", "run.json") if (folder / n).is_file()]
     out.append("<p>" + " · ".join(f'<a href="{link(folder / n, results_dir)}">{esc(n)}</a>'
                                   for n in links) + "</p>")
     if (folder / "per_defect.csv").is_file():
         out += per_defect_table(folder / "per_defect.csv")
+    for name, title in (("per_size.csv", "per defect area (all normal test images vs each bin)"),
+                        ("transforms_curve.csv", "test-time rotations")):
+        if (folder / name).is_file():
+            out += per_defect_table(folder / name, title)
     if (folder / "misses" / "misses.csv").is_file():
         out += misses_gallery(folder / "misses", results_dir)
     return out + ["</div>"]
 
 
-def write_html_report(results_dir, rows, mean, records, reference, other_lines=()):
-    """results_dir/index.html from the table rows and the records of the runs in it."""
+def write_html_report(results_dir, rows, mean, records, reference, other_lines=(), analysis=()):
+    """results_dir/index.html from the table rows and the records of the runs in it; analysis:
+    HTML lines shown under the summary plot (harness/analysis_report.html_summary)."""
     results_dir = Path(results_dir).resolve()
     by_class = {}
     for record in sorted(records, key=lambda r: r["seed"]):
@@ -149,6 +166,7 @@ def write_html_report(results_dir, rows, mean, records, reference, other_lines=(
             record["folder"]).resolve()))
     anchors = {row["class"]: f"class-{i}" for i, row in enumerate(rows) if row["class"] in by_class}
     body = table_section(results_dir, rows, mean, reference, anchors, other_lines)
+    body += list(analysis)
     for row in rows:
         if row["class"] in by_class:
             body.append(f'<h2 id="{anchors[row["class"]]}">{esc(row["class"])}</h2>')

@@ -34,8 +34,9 @@ METHOD_KEYS = ("img_size", "n_transforms", "n_transforms_test", "test_rotations"
 # the rounding (channels_last, backbone_batch, adam_kernel: as another CPU or a GPU does)
 NOT_METHOD_KEYS = ("dataset_path", "class_names", "num_workers", "skip_bad_images",
                    "make_demo_data", "weights_path", "seeds", "grad_map_viz", "grad_map_all",
-                   "pixel_auroc", "n_misses", "cache_device", "cache_mmap", "channels_last",
-                   "backbone_batch", "adam_kernel", "device", "save_model", "resume", "checkpoint_dir",
+                   "pixel_auroc", "n_misses", "transforms_curve", "cache_device", "cache_mmap",
+                   "channels_last", "backbone_batch", "adam_kernel", "device", "save_model",
+                   "keep_optimizer", "resume", "checkpoint_dir",
                    "results_dir", "reference", "verbose", "report_only")
 
 

@@ -10,6 +10,8 @@ from data import IMAGE_EXTENSIONS
 from harness.health import divergence_reason
 from harness.records import HISTORY_NAME, write_history
 from harness.figures import plot_auroc_history, plot_roc, plot_score_histogram, save_map_figure
+from harness.per_size import write_per_size
+from harness.transforms_curve import remove_curve, run_facts, write_transforms_curve
 from localization import MapSource, pixel_report
 from metrics import image_metrics
 from spreadsheet import csv_cell_text
@@ -144,6 +146,17 @@ def map_figures(out, indices, test_set, scores, threshold, heat_of):
 INTERNAL_ONE_KIND = ("image_metrics: labels hold a single class", "PixelMetrics: need both")
 
 
+def transforms_curve(trained, cfg, device, out):
+    """The test AUROC and scoring time at cfg's transforms_curve rotation counts; with none,
+    the curve of an earlier model in this folder goes (a read-back keeps its own)."""
+    if cfg["transforms_curve"]:
+        write_transforms_curve(out, trained.model, trained.test_set.images,
+                               trained.test_set.labels, cfg["transforms_curve"], device,
+                               run_facts(cfg, trained.state), cfg["n_transforms_test"])
+    elif not trained.finished_before:
+        remove_curve(out)
+
+
 def class_reports(trained, cfg, device, out_dir):
     """_class_reports without the metrics' internal warnings when the test set holds one kind
     of image only: loading the class said so once, in the user's words."""
@@ -170,6 +183,7 @@ def _class_reports(trained, cfg, device, out_dir):
     types = defect_types(test_set, Path(cfg["dataset_path"]) / class_name)
     write_csv(out / "per_defect.csv", PER_DEFECT_COLUMNS,
               per_defect_rows(labels, scores, types, threshold))
+    write_per_size(out, test_set, scores, threshold)
     misses = worst_misses(labels, scores, cfg["n_misses"])
     shown = [i for i in range(len(test_set)) if cfg["grad_map_viz"]
              and (labels[i] == 1 or cfg["grad_map_all"])]
@@ -180,6 +194,7 @@ def _class_reports(trained, cfg, device, out_dir):
         write_misses(out / MISSES_FOLDER, misses, test_set, scores, types, threshold, heat_of)
     clear_outputs(out / MAPS_FOLDER)
     map_figures(out / MAPS_FOLDER, shown, test_set, scores, threshold, heat_of)
+    transforms_curve(trained, cfg, device, out)
     metrics["divergence"] = divergence_reason(state)
     write_history(out, state, cfg["sub_epochs"])
     return metrics

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.figures import summary_plot
+from harness.groups import group_rows
 from harness.references import REFERENCES
 from utils import atomic_write, fmt, write_csv
 
@@ -166,8 +167,9 @@ def markdown_table(rows, columns, n_seeds, mean):
     lines = ["| " + " | ".join(markdown_cell(h) for _, h in shown) + " |",
              "|" + "---|" * len(shown)]
     for row in rows:
-        if row is mean:
-            row = dict(row, **{"class": f"mean ({row['classes_in_mean']} classes)"})
+        if row is mean or row.get("group"):
+            label = "mean" if row is mean else row["class"]
+            row = dict(row, **{"class": f"{label} ({row['classes_in_mean']} classes)"})
         cells = [markdown_cell(cell(row, k, n_seeds)) for k, _ in shown]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -183,7 +185,7 @@ def reference_header(name):
     return "reference AUROC" if name == "none" else f"reference AUROC: {REFERENCES[name]['label']}"
 
 
-def notes(mean, reference, other_lines):
+def notes(mean, reference, other_lines, groups=()):
     """Lines under the Markdown table: the reference's source, how the mean row's reference
     was found, and the runs left out for their other method settings."""
     lines = [""]
@@ -191,6 +193,10 @@ def notes(mean, reference, other_lines):
         lines.append(f"Reference: {REFERENCES[reference]['source']}.")
     lines.append(f"Mean row: over {mean['classes_in_mean']} classes; its reference is "
                  f"{mean['reference_note']}.")
+    if groups:
+        lines.append("Group rows (mean: dataset kind): the mean over the classes of one kind of object "
+                     "that finished, out of the kind's classes; their reference is the mean of "
+                     "the reference's values of the same classes.")
     if other_lines:
         lines += ["", "Runs with other method settings (not in this table):"]
         lines += [f"- {markdown_cell(line)}" for line in other_lines]
@@ -205,13 +211,15 @@ def write_results(runs, class_names, results_dir, reference, other_lines=()):
     runs = [dict(r, reference_auroc=references.get(r["class"])) for r in runs]
     rows = aggregate(runs, class_names, references)
     mean = mean_row(rows, reference)
+    groups = group_rows(rows, MEAN_KEYS, reference)
     n_seeds = max([sum(r["class"] == c for r in runs) for c in class_names] + [1])
     header = reference_header(reference)
     columns = class_columns(header, n_seeds)
     folder = Path(results_dir)
     write_table_csv(folder / "results_per_seed.csv", runs, run_columns(header))
-    write_table_csv(folder / "results.csv", rows + [mean], columns)
-    write_markdown(folder / "results.md", markdown_table(rows + [mean], columns, n_seeds, mean)
-                   + notes(mean, reference, other_lines))
+    write_table_csv(folder / "results.csv", rows + groups + [mean], columns)
+    write_markdown(folder / "results.md",
+                   markdown_table(rows + groups + [mean], columns, n_seeds, mean)
+                   + notes(mean, reference, other_lines, groups))
     summary_plot(rows, folder, header)
     return rows, mean

@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 
 from checkpoints import (CheckpointWriter, check_resumable, checkpoint_path,
-                         legacy_checkpoint_path, snapshot)
+                         legacy_checkpoint_path, snapshot, without_optimizer)
 from harness.locks import acquire_lock, release_lock, remove_stale_temps
 from harness.references import REFERENCES
 from harness.records import METHOD_KEYS, finish_run, trained_sub_epochs
@@ -116,12 +116,17 @@ def settings_of(run_cfg, trained):
 
 def write_final_checkpoint(writer, run_cfg, trained, metrics):
     """The last epoch's checkpoint, with the metrics when the reports got that far; written
-    once (a finished run read back is rewritten only when its stored metrics differ)."""
+    once (a finished run read back is rewritten only when its stored metrics differ). Adam's
+    moments stay with keep_optimizer=True, and in a finished run read back that still has them
+    (a read-back never drops what an earlier command chose to keep)."""
     if trained.finished_before and trained.state.get("metrics") == metrics:
         return
     state = dict(trained.state, **({"metrics": metrics} if metrics is not None else {}))
-    writer.write_now(snapshot(trained.model, trained.optimizer, trained.generator, run_cfg, state),
-                     state["epoch"])
+    final = snapshot(trained.model, trained.optimizer, trained.generator, run_cfg, state)
+    keep = run_cfg.get("keep_optimizer") or trained.finished_before
+    if not keep or state.get("optimizer_dropped"):
+        final = without_optimizer(final)
+    writer.write_now(final, state["epoch"])
 
 
 def train_and_report(cfg, files, seed, device, base):

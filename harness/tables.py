@@ -8,11 +8,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from harness.html_report import write_html_report
+from harness.analysis_report import html_summary, write_analysis
+from harness.html_report import esc, write_html_report
 from harness.locks import held_lock
 from harness.records import (RECORD_NAME, describe_other, read_records, record_paths,
                              write_record)
-from harness.results import write_results
+from harness.results import markdown_cell, write_results
 
 TABLES_LOCK = "tables.lock"
 
@@ -102,7 +103,9 @@ def rebuild_results(cfg, echo=True):
         runs = sorted((r["row"] for r in matching), key=lambda row: (row["class"], row["seed"]))
         classes = table_classes(cfg["class_names"], runs)
         rows, mean = write_results(runs, classes, results_dir, cfg["reference"], other_lines)
-        write_html_report(results_dir, rows, mean, matching, cfg["reference"], other_lines)
+        size, curve = write_analysis(results_dir, matching, classes, markdown_cell)
+        write_html_report(results_dir, rows, mean, matching, cfg["reference"], other_lines,
+                          analysis=html_summary(size, curve, esc))
     if echo:
         sys.stdout.write(Path(results_dir, "results.md").read_text())
     return rows, mean

@@ -82,7 +82,7 @@ def test_the_writer_snapshot_is_a_copy_and_its_error_reaches_the_caller(tmp_path
 @pytest.mark.slow
 def test_a_full_disk_inside_torchs_zip_writer_names_the_file_and_setting(tmp_path, toy_class,
                                                                          monkeypatch):
-    main.train_all(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1, keep_optimizer=True))
     before = open(ckpt_of(tmp_path), "rb").read()
 
     def zip_writer_full(obj, f):
@@ -150,3 +150,43 @@ def test_a_snapshot_is_skipped_not_waited_for_while_a_write_is_in_flight(tmp_pat
 
 def load_checkpoint_epoch(path):
     return torch.load(path, weights_only=True)["epoch"]
+
+
+@pytest.mark.slow
+def test_a_finished_checkpoint_drops_adams_moments_unless_kept(tmp_path, toy_class, capsys):
+    import evaluate
+    main.train_all(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1, keep_optimizer=True,
+                             checkpoint_dir=str(tmp_path / "kept"),
+                             results_dir=str(tmp_path / "kept_results")))
+    dropped, kept = load_checkpoint(ckpt_of(tmp_path)), load_checkpoint(ckpt_of(tmp_path, "kept"))
+    assert "optimizer" not in dropped and dropped["optimizer_dropped"] is True
+    assert "optimizer" in kept and "optimizer_dropped" not in kept
+    moments = sum(t.numel() for s in kept["optimizer"]["state"].values()
+                  for k, t in s.items() if k in ("exp_avg", "exp_avg_sq"))
+    model, _, _ = evaluate.load_trained_model(ckpt_of(tmp_path), torch.device("cpu"))
+    assert moments == 2 * sum(p.numel() for p in model.flow.parameters() if p.requires_grad)
+    for key in kept["flow"]:
+        assert torch.equal(dropped["flow"][key], kept["flow"][key])
+    # evaluate.py reads both alike: the same scores, bit for bit
+    images = sorted((toy_class / "test").rglob("*.JPG"))[:3]
+    scores = []
+    for path in (ckpt_of(tmp_path), ckpt_of(tmp_path, "kept")):
+        model, cfg, _ = evaluate.load_trained_model(path, torch.device("cpu"))
+        scores.append(evaluate.score_files(model, cfg, images, torch.device("cpu"))[1])
+    assert scores[0] == scores[1]
+    # read back: works as before, and does not write an empty optimizer in the moments' place
+    rows = main.train_all(tiny_args(tmp_path, meta_epochs=1, resume=True, keep_optimizer=True))
+    assert rows[0]["status"] == "ok" and "optimizer" not in load_checkpoint(ckpt_of(tmp_path))
+    # training on needs the moments: refused, naming the setting; with them it trains on
+    before = open(ckpt_of(tmp_path), "rb").read()
+    assert main.main(tiny_args(tmp_path, meta_epochs=2, resume=True)) == 1
+    err = capsys.readouterr().err
+    assert "without Adam's moments (keep_optimizer=False when it was written)" in err
+    assert "--keep_optimizer=True" in err and "meta_epochs=1" in err
+    assert open(ckpt_of(tmp_path), "rb").read() == before
+    rows = main.train_all(tiny_args(tmp_path, meta_epochs=2, resume=True, keep_optimizer=True,
+                                    checkpoint_dir=str(tmp_path / "kept"),
+                                    results_dir=str(tmp_path / "kept_results")))
+    assert rows[0]["status"] == "ok"
+    assert load_checkpoint(ckpt_of(tmp_path, "kept"))["epoch"] == 2

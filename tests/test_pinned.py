@@ -62,7 +62,7 @@ def pinned_values(tmp_path):
     from prepare.demo import write_demo_class
     write_demo_class(tmp_path / "data" / "toy", seed=0, size=64, n_train=16, n_test_good=6,
                      n_test_bad=6)
-    rows = main.train_all(tiny_args(tmp_path, meta_epochs=2))
+    rows = main.train_all(tiny_args(tmp_path, meta_epochs=2, keep_optimizer=True))  # the pin has the moments
     ckpt = next((tmp_path / "ckpt").rglob("checkpoint.pt"))
     state = torch.load(ckpt, weights_only=True)
     metric_keys = ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro")

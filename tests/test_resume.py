@@ -75,13 +75,13 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, toy_class):
 
 
 def test_resume_with_other_training_settings_warns(tmp_path, toy_class):
-    main.train_all(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1, keep_optimizer=True))
     with pytest.warns(UserWarning, match="other than it was trained with: lr_init"):
         main.train_all(tiny_args(tmp_path, meta_epochs=2, resume=True, lr_init=1e-3))
 
 
 def test_resume_after_the_data_changed_is_refused_before_work(tmp_path, toy_class, capsys):
-    main.train_all(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1, keep_optimizer=True))
     extra = toy_class / "train" / "good" / "extra.JPG"
     extra.write_bytes((toy_class / "train" / "good" / "000.JPG").read_bytes())
     assert main.main(tiny_args(tmp_path, meta_epochs=2, resume=True)) == 1
@@ -97,7 +97,7 @@ def test_resume_after_the_data_changed_is_refused_before_work(tmp_path, toy_clas
 
 
 def test_extended_checkpoint_never_keeps_a_stale_threshold(tmp_path, toy_class, monkeypatch):
-    main.train_all(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1, keep_optimizer=True))
     ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     assert "threshold" in load_checkpoint(ckpt)
     # the resumed run's 2nd epoch (meta epoch 3) diverges: calls 1-2 are meta epoch 2

@@ -57,7 +57,7 @@ def test_failure_in_the_reports_fails_that_class_only(tmp_path, toy_class, monke
 
 def test_disk_full_keeps_previous_checkpoint_and_results(tmp_path, toy_class, monkeypatch,
                                                          capsys):
-    main.train_all(tiny_args(tmp_path, meta_epochs=1))
+    main.train_all(tiny_args(tmp_path, meta_epochs=1, keep_optimizer=True))
     ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     before_ckpt = open(ckpt, "rb").read()
 
