@@ -180,8 +180,9 @@ def measure_ours(cfg, device, train_paths, test_paths):
 
 def measure_checkpoints(cfg, trainee, train_epoch, saves=2):
     """Checkpoints as the training loop writes them: each save hands a host copy to the
-    background writer, then a training epoch runs while the disk works. Per save: bytes,
-    seconds to write, seconds the loop was blocked (waiting for the previous write + copying)."""
+    background writer, then a training epoch runs while the disk works; a save whose
+    predecessor is still being written is skipped, as in the loop. Per write: bytes, seconds to
+    write, seconds the loop was blocked (the host copy); and the saves skipped."""
     with tempfile.TemporaryDirectory() as folder:
         writer = CheckpointWriter(os.path.join(folder, "checkpoint.pt"))
         for epoch in range(1, saves + 1):
@@ -189,7 +190,7 @@ def measure_checkpoints(cfg, trainee, train_epoch, saves=2):
             train_epoch()
         writer.wait()
     writes = writer.writes
-    return {"saves": writes, "bytes": writes[-1]["bytes"],
+    return {"saves": writes, "skipped": len(writer.skipped), "bytes": writes[-1]["bytes"],
             "write_s": max(w["write_s"] for w in writes),
             "blocked_s": max(w["blocked_s"] for w in writes)}
 
@@ -238,7 +239,8 @@ def report(res):
     ckpt = measured["checkpoint"]
     lines.append(f"checkpoint: {ckpt['bytes'] / 1e9:.2f} GB per save, written in "
                  f"{ckpt['write_s']:.1f} s, training loop blocked {ckpt['blocked_s']:.2f} s "
-                 f"(worst of {len(ckpt['saves'])} saves); {res['meta_epochs']} saves per class: "
+                 f"(worst of {len(ckpt['saves'])} writes, {ckpt['skipped']} save(s) skipped while "
+                 f"a write was in flight); {res['meta_epochs']} saves per class: "
                  f"{res['meta_epochs'] * ckpt['write_s'] / 60:.1f} min written in the loop, "
                  f"{res['meta_epochs'] * ckpt['blocked_s'] / 60:.1f} min blocked with the "
                  f"background writer")

@@ -72,5 +72,5 @@ resume = False                      # continue each class from its last checkpoi
 checkpoint_dir = "checkpoints"      # checkpoint_dir/<class>/seed<k>/checkpoint.pt
 results_dir = "results"             # results.csv, results.md and per-class plots
 reference = "visa"                  # published AUROCs in the results table: 'visa', 'mvtec', 'mtd' or 'none'
-report_only = False                 # True: only rebuild results.* and index.html from the runs in results_dir
+report_only = False                 # True: train nothing; rebuild results.* and index.html from the runs in results_dir (finished runs lacking per_size/transforms curve get them from their checkpoint)
 verbose = True                      # progress bars (also off when not writing to a terminal)

@@ -130,10 +130,10 @@ def class_files_after_checks(cfg):
     check_outputs_outside_data(cfg)
     # a missing or wrong weights file fails here, not when the first run builds its model
     load_alexnet_features(cfg["pretrained"], cfg["weights_path"])
+    check_results_folder(cfg["results_dir"])  # the tables must not overwrite a user's own files
     # last, as they create the output folders: a run refused for its input leaves none behind
     if cfg["save_model"]:
         check_writable(cfg["checkpoint_dir"], "checkpoint_dir")
-    check_results_folder(cfg["results_dir"])  # the tables must not overwrite a user's own files
     check_writable(cfg["results_dir"], "results_dir")
     if cfg["cache_mmap"]:
         check_writable(cfg["cache_mmap"], "cache_mmap")

@@ -45,7 +45,7 @@ def test_set_of(cfg, record, path, state, parts):
     run_cfg = state["config"]
     skip_bad = run_cfg.get("skip_bad_images", False)
     files = checked_class_files(cfg["dataset_path"], record["class"], skip_bad)
-    check_same_data(state, data_fingerprint(files), record["class"], path)
+    check_same_data(state, data_fingerprint(files), record["class"], path, files)
     if parts == ["per_size"] and all(m is None for m in files.masks):
         return None
     test_set = build_image_set(files.test, files.labels, files.masks, run_cfg["img_size"],

@@ -10,8 +10,9 @@ from data import IMAGE_EXTENSIONS
 from harness.health import divergence_reason
 from harness.records import HISTORY_NAME, write_history
 from harness.figures import plot_auroc_history, plot_roc, plot_score_histogram, save_map_figure
-from harness.per_size import write_per_size
-from harness.transforms_curve import remove_curve, run_facts, write_transforms_curve
+from harness.per_size import AREA_FIGURE, AREAS_NAME, PER_SIZE_NAME, write_per_size
+from harness.transforms_curve import (CURVE_FIGURE, CURVE_NAME, remove_curve, run_facts,
+                                      write_transforms_curve)
 from localization import MapSource, pixel_report
 from metrics import image_metrics
 from spreadsheet import csv_cell_text
@@ -112,7 +113,8 @@ def clear_outputs(folder):
         folder.rmdir()
 
 
-RUN_FILES = ("auroc.png", "roc.png", "scores.png", "per_defect.csv", HISTORY_NAME)
+RUN_FILES = ("auroc.png", "roc.png", "scores.png", "per_defect.csv", HISTORY_NAME,
+             PER_SIZE_NAME, AREAS_NAME, AREA_FIGURE, CURVE_NAME, CURVE_FIGURE)
 
 
 def remove_reports_before(out, started):

@@ -105,12 +105,18 @@ def run_row(base, trained, metrics):
             "train_minutes": state["train_seconds"] / 60.0, "status": "ok"}
 
 
+# numerics a finished run's stored scores and threshold were computed with: a read-back keeps
+# them in its checkpoint, so evaluate.py goes on scoring the way the threshold was made
+STORED_NUMERICS = ("channels_last", "backbone_batch", "adam_kernel")
+
+
 def settings_of(run_cfg, trained):
     """The settings a run's results belong to: a finished run read back keeps those it was
     trained with (stored in its checkpoint), whatever this command says."""
     if trained.finished_before:
         stored = trained.state["config"]
-        return {**run_cfg, **{k: stored[k] for k in METHOD_KEYS if k in stored}}
+        kept = (*METHOD_KEYS, *STORED_NUMERICS)
+        return {**run_cfg, **{k: stored[k] for k in kept if k in stored}}
     return run_cfg
 
 

@@ -36,7 +36,8 @@ def add_missing_records(cfg, rows, folder_of):
 # what each table file of ours starts with: a file of such a name that does not is the user's
 TABLE_FILES = {"results.csv": b"class,", "results_per_seed.csv": b"class,",
                "results.md": b"| class |", "summary.png": b"\x89PNG",
-               "index.html": b"<!DOCTYPE html>"}
+               "index.html": b"<!DOCTYPE html>", "results_per_size.csv": b"class,",
+               "results_transforms.csv": b"class,"}
 REPORT_HEADING = b"<h1>DifferNet results</h1>"
 
 
