@@ -1,7 +1,7 @@
 """The GPU path, parametrised over the devices present: every test runs on the CPU (in CI, so
 none can rot unseen) and again on a GPU where there is one; the comparisons of a GPU with
 the CPU need one. Before a long run on a new GPU machine: `python -m pytest -q
-tests/test_gpu.py` (README, "Before a long run on a GPU")."""
+tests/test_gpu.py` (README, Running the VisA benchmark, step 4)."""
 import warnings
 
 import numpy as np
