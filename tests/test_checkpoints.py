@@ -138,9 +138,8 @@ def test_a_snapshot_is_skipped_not_waited_for_while_a_write_is_in_flight(tmp_pat
     monkeypatch.setattr(checkpoints.torch, "save", slow_save)
     writer = checkpoints.CheckpointWriter(str(tmp_path / "c.pt"))
     writer.submit(lambda: {"epoch": 1}, 1)
-    started = time.perf_counter()
     writer.submit(lambda: pytest.fail("a skipped snapshot is not even taken"), 2)
-    assert time.perf_counter() - started < 0.5 and writer.skipped == [2]
+    assert writer.busy() and writer.skipped == [2]  # returned while epoch 1 is still written
     writer.write_now({"epoch": 3}, 3)  # the last one is never skipped: it waits its turn
     assert load_checkpoint_epoch(tmp_path / "c.pt") == 3 and writer.on_disk_epoch == 3
     summary = writer.summary()
