@@ -34,6 +34,7 @@ def test_evaluate_names_partial_or_incompatible_checkpoints(tmp_path, toy_class,
 def test_evaluate_checks_its_output_before_work_and_reports_metrics(tmp_path, toy_class, capsys):
     import evaluate
     main.train_all(tiny_args(tmp_path, meta_epochs=1))
+    capsys.readouterr()  # training's own lines are not evaluate.py's
     ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
     blocker = tmp_path / "a_file"
     blocker.write_text("")

@@ -28,7 +28,7 @@ def trained_state(tmp_path, folder, **settings):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_run_leaves_a_checkpoint_any_machine_loads(tmp_path, toy_class, device):
-    row, state = trained_state(tmp_path, device, device=device)
+    row, state = trained_state(tmp_path, device, device=device, keep_optimizer=True)
     # a plain torch.load, no map_location: a machine without a GPU must be able to read it
     raw = torch.load(checkpoint_path(tmp_path / device, "toy", 0), weights_only=True)
     tensors = [t for part in ("flow", "backbone") for t in raw[part].values()]
