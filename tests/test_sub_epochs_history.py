@@ -51,10 +51,12 @@ def test_a_mixed_run_is_pooled_with_neither_setting(tmp_path):
 @pytest.mark.slow
 def test_a_resume_with_another_sub_epochs_keeps_the_history_and_labels_the_run(tmp_path,
                                                                                toy_class):
-    main.train_all(tiny_args(tmp_path, meta_epochs=1, sub_epochs=1, n_misses=0))
+    # the moments are kept: training on from a finished run needs them
+    main.train_all(tiny_args(tmp_path, meta_epochs=1, sub_epochs=1, n_misses=0,
+                             keep_optimizer=True))
     with pytest.warns(UserWarning, match="sub_epochs"):
         main.train_all(tiny_args(tmp_path, meta_epochs=2, sub_epochs=2, n_misses=0,
-                                 resume=True))
+                                 resume=True, keep_optimizer=True))
     folder = tmp_path / "results" / "toy" / "seed0"
     assert history(folder) == [(1, 1), (2, 3)]
     record = json.loads((folder / "run.json").read_text())
