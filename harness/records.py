@@ -58,13 +58,19 @@ def _plain(value):
     return value
 
 
+# speed settings that change rounding only: not method settings (runs are pooled across them,
+# as across devices), but recorded, so a record says how its numbers were computed
+SPEED_KEYS = ("channels_last", "backbone_batch", "adam_kernel", "cache_device")
+
+
 def write_record(cfg, folder, row):
     """results/<class>/[seed<k>/]run.json, by temp file + rename."""
     method = method_settings(cfg)
     record = {"format": RECORD_FORMAT, "class": row["class"], "seed": row["seed"],
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "finished_epoch_s": time.time(), "fingerprint": fingerprint(method),
-              "method": method, "row": {k: _plain(v) for k, v in row.items()}}
+              "method": method, "speed": {k: cfg.get(k) for k in SPEED_KEYS},
+              "row": {k: _plain(v) for k, v in row.items()}}
     path = Path(folder) / RECORD_NAME
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1) + "\n"),
                  setting="results_dir")

@@ -120,12 +120,20 @@ def settings_of(run_cfg, trained):
     return run_cfg
 
 
+def same_metrics(stored, new):
+    """Equal metric dicts, an undefined metric (NaN) equal to itself: else the read-back of a
+    run whose test set holds one kind of image would rewrite its checkpoint every time."""
+    if stored is None or new is None or stored.keys() != new.keys():
+        return stored == new
+    return all(a == b or (a != a and b != b) for a, b in ((stored[k], new[k]) for k in new))
+
+
 def write_final_checkpoint(writer, run_cfg, trained, metrics):
     """The last epoch's checkpoint, with the metrics when the reports got that far; written
     once (a finished run read back is rewritten only when its stored metrics differ). Adam's
     moments stay with keep_optimizer=True, and in a finished run read back that still has them
     (a read-back never drops what an earlier command chose to keep)."""
-    if trained.finished_before and trained.state.get("metrics") == metrics:
+    if trained.finished_before and same_metrics(trained.state.get("metrics"), metrics):
         return
     state = dict(trained.state, **({"metrics": metrics} if metrics is not None else {}))
     final = snapshot(trained.model, trained.optimizer, trained.generator, run_cfg, state)

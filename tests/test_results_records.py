@@ -176,3 +176,20 @@ def test_a_learning_rate_that_blows_up_the_flow_is_not_ok(tmp_path, toy_class, c
     assert "training diverged" in capsys.readouterr().err
     table = read_csv(tmp_path / "results" / "results.csv")
     assert table[0]["status"] == rows[0]["status"] and table[1]["classes_in_mean"] == "0 of 1"
+
+
+def test_a_record_says_which_speed_settings_computed_it(tmp_path):
+    cfg = config(tmp_path, adam_kernel="fused", channels_last=True)
+    write_record(cfg, tmp_path / "results" / "toy", finished_row("toy", 0, 0.5))
+    record = json.loads((tmp_path / "results" / "toy" / "run.json").read_text())
+    assert record["speed"] == {"channels_last": True, "backbone_batch": 64,
+                               "adam_kernel": "fused", "cache_device": "auto"}
+    assert "adam_kernel" not in record["method"]  # pooled across them, as across devices
+
+
+def test_undefined_metrics_count_as_unchanged_on_read_back():
+    from harness.runs import same_metrics
+    nan = float("nan")
+    assert same_metrics({"auroc": nan, "aupr": 0.5}, {"auroc": nan, "aupr": 0.5})
+    assert not same_metrics({"auroc": nan, "aupr": 0.5}, {"auroc": 0.7, "aupr": 0.5})
+    assert not same_metrics(None, {"auroc": nan}) and same_metrics(None, None)
