@@ -63,12 +63,14 @@ def test_absent_gpu_is_rejected(device, monkeypatch):
         resolve_config([f"--device='{device}'"])
 
 
+@pytest.mark.slow
 def test_config_import_has_no_side_effects():
     code = "import sys, config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_main_prints_one_clear_error_and_exits_1(tmp_path):
     out = subprocess.run([sys.executable, "main.py", "--n_scales=4"], cwd=ROOT,
                          capture_output=True, text=True)
@@ -77,6 +79,7 @@ def test_main_prints_one_clear_error_and_exits_1(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_help_lists_every_config_name():
     out = subprocess.run([sys.executable, "main.py", "--help"], cwd=ROOT, capture_output=True,
                          text=True)

@@ -1,5 +1,6 @@
-"""evaluate.py: partial or incompatible checkpoints, its output folder, metrics with labels,
-the checkpoint's numerics."""
+"""evaluate.py: partial, incompatible or foreign checkpoints, its output folder, metrics with
+labels, the checkpoint's numerics."""
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -11,45 +12,53 @@ import evaluate
 import main
 from checkpoints import checkpoint_path, load_checkpoint
 from data import list_class
+from metrics import image_metrics
 from model import Speed
 
 
-def test_evaluate_names_partial_or_incompatible_checkpoints(tmp_path, toy_class, capsys):
-    import evaluate
-    main.train_all(tiny_args(tmp_path, meta_epochs=1))
-    state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))
+def test_evaluate_names_partial_incompatible_or_foreign_checkpoints(tmp_path, finished_run,
+                                                                     capsys):
+    test_folder = str(finished_run.class_dir / "test")
     partial = tmp_path / "partial.pt"
-    torch.save({k: v for k, v in state.items() if k != "backbone"}, partial)
-    assert evaluate.main([str(partial), str(toy_class / "test"), "--out", str(tmp_path / "e")]) == 1
-    assert f"error: checkpoint '{partial}' is incomplete (no backbone)" in capsys.readouterr().err
+    torch.save({k: v for k, v in finished_run.state.items() if k != "backbone"}, partial)
     other = tmp_path / "other.pt"
-    torch.save({**state, "config": {**state["config"], "fc_internal": 16}}, other)
-    assert evaluate.main([str(other), str(toy_class / "test"), "--out", str(tmp_path / "e")]) == 1
-    err = capsys.readouterr().err
-    assert f"error: checkpoint '{other}' does not fit this version's model" in err
-    assert len(err.strip().splitlines()) == 1
+    torch.save({**finished_run.state, "config": {**finished_run.state["config"],
+                                                 "fc_internal": 16}}, other)
+    text = tmp_path / "x.pt"
+    text.write_text("nope")
+    for start in (f"checkpoint '{partial}' is incomplete (no backbone)",
+                  f"checkpoint '{other}' does not fit this version's model",
+                  f"'{text}' is not a DifferNet checkpoint"):
+        checkpoint = start.split("'")[1]
+        assert evaluate.main([checkpoint, test_folder, "--out", str(tmp_path / "e")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {start}")
+        assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "e").exists()  # a refused run creates no output folder
 
 
-def test_evaluate_checks_its_output_before_work_and_reports_metrics(tmp_path, toy_class, capsys):
-    import evaluate
-    main.train_all(tiny_args(tmp_path, meta_epochs=1))
-    capsys.readouterr()  # training's own lines are not evaluate.py's
-    ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
+def test_evaluate_checks_its_output_before_work_and_reports_metrics(tmp_path, finished_run,
+                                                                    capsys):
+    ckpt, test_folder = str(finished_run.checkpoint), str(finished_run.class_dir / "test")
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    assert evaluate.main([ckpt, str(toy_class / "test"), "--out", str(blocker / "out")]) == 1
-    err = capsys.readouterr()
-    assert "cannot write into" in err.err and "--out=PATH" in err.err and "score" not in err.out
-    assert evaluate.main([ckpt, str(toy_class / "test"), "--out", str(tmp_path / "e")]) == 0
+    assert evaluate.main([ckpt, test_folder, "--out", str(blocker / "out")]) == 1
+    printed = capsys.readouterr()
+    assert "cannot write into" in printed.err and "--out=PATH" in printed.err
+    assert printed.out == ""  # refused before any image was scored (each prints a line)
+    assert evaluate.main([ckpt, test_folder, "--out", str(tmp_path / "e")]) == 0
     assert "labels from the folder layout" in capsys.readouterr().out
-    lines = (tmp_path / "e" / "metrics.csv").read_text().splitlines()
-    assert lines[0] == "auroc,aupr,f1_max,f1_threshold"
-    values = [float(v) for v in lines[1].split(",")]
-    assert all(0 <= v <= 1 for v in values[:3])
-    assert values[0] == pytest.approx(load_checkpoint(ckpt)["auroc_history"][-1], abs=0.2)
+    with open(tmp_path / "e" / "metrics.csv") as f:
+        metrics = {k: float(v) for k, v in next(csv.DictReader(f)).items()}
+    assert list(metrics) == ["auroc", "aupr", "f1_max", "f1_threshold"]
+    # the training run scored its test set with the same fixed rotations: the same AUROC
+    assert metrics["auroc"] == finished_run.state["auroc_history"][-1]
+    scores = finished_run.state["test_scores"].numpy()
+    expected = image_metrics(finished_run.test_set.labels, scores)
+    assert metrics == pytest.approx({k: float(v) for k, v in expected.items()}, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_scores_with_the_numerics_the_checkpoint_was_trained_with(tmp_path, toy_class):
     # bf16 backbone and channels-last layout: scores differ from plain fp32 by ~1e-3 relative
     main.train_all(tiny_args(tmp_path, meta_epochs=1, amp_bf16=True, channels_last=True,

@@ -26,6 +26,7 @@ def trained_state(tmp_path, folder, **settings):
     return rows[0], load_checkpoint(checkpoint_path(tmp_path / folder, "toy", 0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_run_leaves_a_checkpoint_any_machine_loads(tmp_path, toy_class, device):
     row, state = trained_state(tmp_path, device, device=device, keep_optimizer=True)
@@ -41,6 +42,7 @@ def test_a_run_leaves_a_checkpoint_any_machine_loads(tmp_path, toy_class, device
     assert all(np.isfinite(state["loss_history"])) and np.isfinite(state["threshold"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_the_fast_options_run_end_to_end(tmp_path, toy_class, device):
     # bf16 backbone, TF32 flow, the cache in host memory (pinned staging on a GPU), maps
@@ -51,6 +53,7 @@ def test_the_fast_options_run_end_to_end(tmp_path, toy_class, device):
     assert not torch.backends.cuda.matmul.allow_tf32  # the run left the global switch alone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_tf32_reaches_the_flow_and_not_the_rotation(tmp_path, toy_class, device, monkeypatch):
     seen = {"rotation": set(), "flow": set()}

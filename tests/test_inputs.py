@@ -21,6 +21,7 @@ def test_missing_class_folder_is_reported_before_training(tmp_path, toy_class, c
     assert not (tmp_path / "ckpt").exists() and not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_test_set_without_anomalies_gives_na_not_a_crash(tmp_path, toy_class):
     shutil.rmtree(toy_class / "test" / "anomaly")
     shutil.rmtree(toy_class / "ground_truth")
@@ -30,6 +31,7 @@ def test_test_set_without_anomalies_gives_na_not_a_crash(tmp_path, toy_class):
     assert "| toy | n/a | n/a |" in (tmp_path / "results" / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_corrupt_image_stops_or_is_skipped_and_counted(tmp_path, toy_class, capsys):
     (toy_class / "train" / "good" / "broken.JPG").write_bytes(b"\xff\xd8 not really a jpeg")
     assert main.main(tiny_args(tmp_path)) == 1
@@ -39,6 +41,7 @@ def test_corrupt_image_stops_or_is_skipped_and_counted(tmp_path, toy_class, caps
     assert rows[0]["skipped_images"] == 1 and rows[0]["train_images"] == 16
 
 
+@pytest.mark.slow
 def test_zero_byte_mask_stops_before_training_or_is_skipped(tmp_path, toy_class, capsys):
     write_demo_class(tmp_path / "data" / "toy2", 1, size=64, n_train=8, n_test_good=3, n_test_bad=3)
     bad = tmp_path / "data" / "toy2" / "ground_truth" / "anomaly" / "002.png"
@@ -53,6 +56,7 @@ def test_zero_byte_mask_stops_before_training_or_is_skipped(tmp_path, toy_class,
     assert rows[0]["skipped_images"] == 1 and rows[0]["test_anomalous"] == 2
 
 
+@pytest.mark.slow
 def test_anomalous_images_without_mask_are_counted(tmp_path, toy_class):
     (toy_class / "ground_truth" / "anomaly" / "001.png").unlink()
     with pytest.warns(UserWarning, match="1 anomalous test image.*have no mask"):
@@ -60,6 +64,7 @@ def test_anomalous_images_without_mask_are_counted(tmp_path, toy_class):
     assert rows[0]["masks_missing"] == 1 and rows[0]["pixel_images"] == 11
 
 
+@pytest.mark.slow
 def test_oversized_image_is_named_or_skipped(tmp_path, toy_class, monkeypatch, capsys):
     big = toy_class / "train" / "good" / "huge.png"
     Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(big)

@@ -43,6 +43,7 @@ def test_single_process_environments_pass(monkeypatch):
         main.check_launcher_environment(dict(TORCHRUN, WORLD_SIZE="0"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["main.py", "--help"], ["evaluate.py", "--help"]])
 def test_output_cut_short_by_a_closed_pipe_ends_quietly(command):
     child = subprocess.Popen([sys.executable, *command], cwd=ROOT, stdout=subprocess.PIPE,

@@ -16,6 +16,7 @@ from harness.tables import TABLES_LOCK, tables_lock
 from helpers import lock_held_by_another_process
 
 
+@pytest.mark.slow
 def test_second_run_on_the_same_class_refuses_naming_the_first(tmp_path, toy_class, capsys):
     folder = tmp_path / "ckpt" / "toy" / "seed0"
     with lock_held_by_another_process(folder, ["main.py", "--meta_epochs=6"]) as other:
@@ -29,6 +30,7 @@ def test_second_run_on_the_same_class_refuses_naming_the_first(tmp_path, toy_cla
         assert json.loads((folder / LOCK_NAME).read_text()) == owner  # the other run's lock kept
 
 
+@pytest.mark.slow
 def test_stale_lock_of_a_killed_run_is_taken_over(tmp_path, toy_class):
     lock = tmp_path / "ckpt" / "toy" / "seed0" / LOCK_NAME
     with lock_held_by_another_process(lock.parent) as killed:
@@ -96,6 +98,7 @@ def test_processes_racing_over_a_stale_lock_exactly_one_wins(tmp_path):
             finish(racer)
 
 
+@pytest.mark.slow
 def test_lock_in_one_process_refuses_another_claim(tmp_path):
     path = acquire_lock(tmp_path / "run", "checkpoint_dir")
     assert acquire_lock(tmp_path / "run", "checkpoint_dir") == path  # held already: kept
@@ -114,6 +117,7 @@ def test_lock_in_one_process_refuses_another_claim(tmp_path):
     assert issubclass(RunLockedError, RuntimeError)
 
 
+@pytest.mark.slow
 def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path, toy_class):
     leftovers = [tmp_path / "ckpt" / "toy" / "seed0" / ".checkpoint.pt.abc123.tmp",
                  tmp_path / "results" / "toy" / "seed0" / ".auroc.png.x1.tmp",
@@ -126,12 +130,14 @@ def test_temp_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path, toy_
     assert not any(p.exists() for p in leftovers)
 
 
+@pytest.mark.slow
 def test_results_folder_is_locked_too(tmp_path, toy_class, capsys):
     with lock_held_by_another_process(tmp_path / "results" / "toy" / "seed0"):
         assert main.main(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "elsewhere"))) == 1
         assert "another results_dir" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_existing_checkpoint_is_never_overwritten_without_resume(tmp_path, toy_class, capsys):
     main.train_all(tiny_args(tmp_path, meta_epochs=2))
     ckpt = checkpoint_path(tmp_path / "ckpt", "toy", 0)
@@ -142,6 +148,7 @@ def test_an_existing_checkpoint_is_never_overwritten_without_resume(tmp_path, to
     assert open(ckpt, "rb").read() == before
 
 
+@pytest.mark.slow
 def test_sigterm_ends_like_ctrl_c_and_releases_the_lock(tmp_path, toy_class):
     import signal
     import time
@@ -160,6 +167,7 @@ def test_sigterm_ends_like_ctrl_c_and_releases_the_lock(tmp_path, toy_class):
     assert 1 <= load_checkpoint(ckpt)["epoch"] < 50
 
 
+@pytest.mark.slow
 def test_a_run_refused_before_any_work_leaves_no_empty_folders(tmp_path, toy_class, capsys):
     main.train_all(tiny_args(tmp_path, meta_epochs=1))
     # a fresh results_dir, but the checkpoint exists and resume is off: refused after locking
@@ -169,6 +177,7 @@ def test_a_run_refused_before_any_work_leaves_no_empty_folders(tmp_path, toy_cla
     assert (tmp_path / "ckpt" / "toy" / "seed0" / "checkpoint.pt").is_file()
 
 
+@pytest.mark.slow
 def test_one_seed_and_several_seeds_of_a_class_share_one_lock(tmp_path, toy_class, capsys):
     with lock_held_by_another_process(tmp_path / "ckpt" / "toy" / "seed0"):  # a one-seed run
         assert main.main(tiny_args(tmp_path, seeds=[0, 1])) == 1

@@ -75,6 +75,7 @@ def test_a_class_without_any_mask_says_so(toy_class):
                         "that marks no defect); pixel AUROC and AUPRO are n/a"]
 
 
+@pytest.mark.slow
 def test_empty_and_transparent_masks_in_a_run(tmp_path, toy_class):
     Image.new("L", (64, 64), 0).save(toy_class / "ground_truth" / "anomaly" / "000.png")
     transparent = toy_class / "ground_truth" / "anomaly" / "001.png"

@@ -105,6 +105,7 @@ def test_auto_takes_the_reference_loop_on_the_cpu_and_the_fused_kernel_on_a_gpu(
     assert uses_fused_kernel("fused", on_gpu=False) and not uses_fused_kernel("single", on_gpu=True)
 
 
+@pytest.mark.slow
 def test_no_tensor_of_a_run_outlives_it(tmp_path, toy_class, monkeypatch):
     refs, real_setup = [], train.setup_model
 

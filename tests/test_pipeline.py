@@ -1,83 +1,79 @@
-"""End to end on a tiny synthetic class: results, checkpoints, resume, determinism."""
+"""End to end: what `python main.py` leaves behind (the session's finished toy run), each number
+of its table recomputed from its checkpoint, and the checkpoint scoring the same in a fresh
+model. Resume and determinism: test_resume.py."""
 import csv
-import warnings
 
 import numpy as np
-import pytest
 import torch
 
-import main
-from conftest import tiny_args
-from checkpoints import checkpoint_path, load_checkpoint
-from data import list_class
-from train import build_model, evaluation_generator, load_class_data, score_set
-from configurator import resolve_config
+from checkpoints import load_checkpoint
+from localization import gradient_map
+from localization import pixel_report
+from metrics import image_metrics
+from train import build_model, evaluation_generator, score_set
+
+PNG = b"\x89PNG\r\n\x1a\n"
+CPU = torch.device("cpu")
 
 
-def run_main(tmp_path, **extra):
-    rows = main.train_all(tiny_args(tmp_path, **extra))
-    return {r["class"]: r for r in rows}
+def read_table(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
-def test_end_to_end_writes_results_and_checkpoint(tmp_path, toy_class, capsys):
-    rows = run_main(tmp_path)
-    out = capsys.readouterr().out
-    assert "[toy] epoch 1/2  loss " in out and "[toy] epoch 2/2" in out
-    assert 0.0 <= rows["toy"]["auroc_last"] <= 1.0 and 0.0 <= rows["toy"]["pixel_auroc"] <= 1.0
-    assert rows["toy"]["train_images"] == 16 and rows["toy"]["test_anomalous"] == 6
-    with open(tmp_path / "results" / "results.csv") as f:
-        table = list(csv.DictReader(f))
-    assert [r["class"] for r in table] == ["toy", "mean"]
-    assert float(table[0]["auroc_last"]) == pytest.approx(rows["toy"]["auroc_last"], abs=1e-4)
-    assert table[0]["status"] == "ok"
-    for key in ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro"):
-        assert 0.0 <= float(table[0][key]) <= 1.0 and 0.0 <= float(table[1][key]) <= 1.0
-    misses = tmp_path / "results" / "toy" / "seed0" / "misses"
-    assert len(list(misses.glob("*.png"))) == 2 * 6 and (misses / "misses.csv").is_file()
-    md = (tmp_path / "results" / "results.md").read_text()
-    assert "max AUROC (test-selected)" in md and "| toy |" in md
-    state = torch.load(checkpoint_path(tmp_path / "ckpt", "toy", 0), weights_only=True)
-    assert state["epoch"] == 2 and len(state["auroc_history"]) == 2
-    assert state["config"]["fc_internal"] == 32
-    assert "optimizer" not in state and state["optimizer_dropped"]  # keep_optimizer=False
+def test_the_run_prints_each_epoch_and_writes_its_figures(finished_run):
+    for epoch in (1, 2, 3):
+        assert f"[toy] epoch {epoch}/3  loss " in finished_run.printed
     for name in ("auroc.png", "roc.png", "scores.png"):
-        assert (tmp_path / "results" / "toy" / "seed0" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "results" / "summary.png").read_bytes()[:4] == b"\x89PNG"
+        assert (finished_run.results / name).read_bytes()[:8] == PNG
+    assert (finished_run.root / "results" / "summary.png").read_bytes()[:8] == PNG
+    md = (finished_run.root / "results" / "results.md").read_text()
+    assert "max AUROC (test-selected)" in md and "| toy |" in md
 
 
-def test_checkpoint_in_a_fresh_model_gives_identical_scores(tmp_path, toy_class):
-    run_main(tmp_path)
-    state = load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 0))
-    cfg = resolve_config(tiny_args(tmp_path))
+def test_the_table_holds_the_metrics_of_the_stored_scores(finished_run):
+    state, test_set = finished_run.state, finished_run.test_set
+    image = image_metrics(test_set.labels, state["test_scores"].numpy())
+    row = finished_run.rows[0]
+    assert row["auroc_last"] == image["auroc"] == state["auroc_history"][-1]
+    assert row["auroc_max"] == max(state["auroc_history"])
+    assert (row["aupr"], row["f1_max"]) == (image["aupr"], image["f1_max"])
+    heat = [gradient_map(finished_run.model, img, finished_run.cfg["n_transforms_test"], CPU)
+            for img in test_set.images]
+    pixel = pixel_report(heat.__getitem__, test_set, finished_run.cfg)
+    assert (row["pixel_auroc"], row["aupro"]) == (pixel["pixel_auroc"], pixel["aupro"])
+    assert (row["train_images"], row["test_normal"], row["test_anomalous"]) == (24, 6, 12)
+    table = read_table(finished_run.root / "results" / "results.csv")
+    assert [r["class"] for r in table] == ["toy", "mean"] and table[0]["status"] == "ok"
+    for key in ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro"):
+        assert float(table[0][key]) == float(table[1][key]) == row[key]  # one class: its own mean
+
+
+def test_the_misses_are_the_lowest_anomalous_and_highest_normal_scores(finished_run):
+    rows = read_table(finished_run.results / "misses" / "misses.csv")
+    n = finished_run.cfg["n_misses"]
+    scores, labels = finished_run.state["test_scores"].numpy(), finished_run.test_set.labels
+    lowest = np.sort(scores[labels == 1])[:n]
+    highest = np.sort(scores[labels == 0])[::-1][:n]
+    assert [float(r["score"]) for r in rows] == [*lowest.tolist(), *highest.tolist()]
+    assert sorted(p.name for p in (finished_run.results / "misses").glob("*.png")) == \
+        sorted(r["figure"] for r in rows)
+
+
+def test_the_finished_checkpoint(finished_run):
+    state = finished_run.state
+    assert state["epoch"] == 3 and len(state["auroc_history"]) == 3
+    assert state["config"]["fc_internal"] == 32 and state["class_name"] == "toy"
+    assert "optimizer" not in state and state["optimizer_dropped"]  # keep_optimizer=False
+    assert state["metrics"]["f1_max"] == finished_run.rows[0]["f1_max"]
+
+
+def test_checkpoint_in_a_fresh_model_gives_identical_scores(finished_run):
+    state = load_checkpoint(finished_run.checkpoint)
     from torchvision.models import alexnet
-    model = build_model(cfg, alexnet(weights=None).features)  # other random backbone weights
+    model = build_model(finished_run.cfg, alexnet(weights=None).features)  # other random weights
     model.flow.load_state_dict(state["flow"])
     model.features.backbone.load_state_dict(state["backbone"])
-    _, test_set = load_class_data(cfg, list_class(cfg["dataset_path"], "toy"))
-    scores = score_set(model, test_set.images, cfg, torch.device("cpu"), evaluation_generator(0, 1))
+    scores = score_set(model, finished_run.test_set.images, finished_run.cfg, CPU,
+                       evaluation_generator(0, 3))
     assert np.array_equal(scores, state["test_scores"].numpy())
-
-
-def test_resumed_run_equals_uninterrupted_run(tmp_path, toy_class):
-    full = run_main(tmp_path, meta_epochs=3, checkpoint_dir=str(tmp_path / "a"))
-    run_main(tmp_path, meta_epochs=1, checkpoint_dir=str(tmp_path / "b"), keep_optimizer=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        resumed = run_main(tmp_path, meta_epochs=3, checkpoint_dir=str(tmp_path / "b"),
-                           resume=True)
-    assert not any("trained with" in str(w.message) for w in caught)  # same settings: no warning
-    a = load_checkpoint(checkpoint_path(tmp_path / "a", "toy", 0))
-    b = load_checkpoint(checkpoint_path(tmp_path / "b", "toy", 0))
-    assert a["auroc_history"] == b["auroc_history"]
-    assert torch.equal(a["test_scores"], b["test_scores"])
-    assert all(torch.equal(a["flow"][k], b["flow"][k]) for k in a["flow"])
-    assert full["toy"]["auroc_last"] == resumed["toy"]["auroc_last"]
-
-
-def test_same_seed_same_auroc_twice(tmp_path, toy_class):
-    first = run_main(tmp_path, checkpoint_dir=str(tmp_path / "a"))
-    second = run_main(tmp_path, checkpoint_dir=str(tmp_path / "b"))
-    a = load_checkpoint(checkpoint_path(tmp_path / "a", "toy", 0))
-    b = load_checkpoint(checkpoint_path(tmp_path / "b", "toy", 0))
-    assert first["toy"]["auroc_last"] == second["toy"]["auroc_last"]
-    assert torch.equal(a["test_scores"], b["test_scores"])

@@ -1,4 +1,4 @@
-"""reports.py on a class trained by the test: per-defect table, worst misses, pixel metrics
+"""reports.py on the session's finished toy run: per-defect table, worst misses, pixel metrics
 (exact, masks at img_size, images without a mask left out) and figures written atomically."""
 import csv
 import errno
@@ -13,26 +13,22 @@ from PIL import Image
 
 import harness.reports as reports
 import harness.figures as figures
-from conftest import tiny_args, train_toy
 from data import build_image_set, find_class_files
-from prepare.demo import DEFECTS, write_demo_class
+from prepare.demo import DEFECTS
 from localization import gradient_map
 from helpers import pixel_metrics
 from metrics import image_metrics
 from train import Trained, evaluation_generator, score_set
-from configurator import resolve_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("rep")
-    write_demo_class(tmp / "data" / "toy", 0, size=64, n_train=24, n_test_good=6, n_test_bad=12)
-    cfg = resolve_config(tiny_args(tmp, meta_epochs=2, sub_epochs=2, save_model=False))
-    run = train_toy(cfg, log=lambda *a: None)
-    return dict(tmp=tmp, cfg=cfg, model=run.model, threshold=run.state["threshold"])
+@pytest.fixture
+def trained(finished_run):
+    """The session's finished toy run, as the reports see it."""
+    return dict(tmp=finished_run.root, cfg=finished_run.cfg, model=finished_run.model,
+                threshold=finished_run.state["threshold"])
 
 
 def copy_class(trained, tmp_path, name="toy"):
@@ -43,7 +39,8 @@ def copy_class(trained, tmp_path, name="toy"):
 
 def report(trained, tmp_path, name="toy", **extra):
     """class_reports on the class under tmp_path/data/name with the trained model."""
-    cfg = dict(trained["cfg"], dataset_path=str(tmp_path / "data"), **extra)
+    cfg = dict(trained["cfg"], dataset_path=str(tmp_path / "data"),
+               **{"grad_map_viz": False, **extra})  # the shared run's maps: only when asked
     _, (paths, labels, masks) = find_class_files(cfg["dataset_path"], name)
     test_set = build_image_set(paths, labels, masks, cfg["img_size"])
     scores = score_set(trained["model"], test_set.images, cfg, CPU, evaluation_generator(0, 0))

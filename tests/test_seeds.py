@@ -18,6 +18,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_two_seeds_give_two_checkpoints_and_mean_std_of_the_seed_rows(tmp_path, toy_class):
     main.train_all(tiny_args(tmp_path, seeds=[0, 1]))
     states = [load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", s)) for s in (0, 1)]
@@ -50,6 +51,7 @@ def seeds_trained(monkeypatch):
     return trained
 
 
+@pytest.mark.slow
 def test_resume_of_one_pair_does_not_retrain_the_others(tmp_path, toy_class, monkeypatch):
     main.train_all(tiny_args(tmp_path, seeds=[0, 1]))
     os.remove(checkpoint_path(tmp_path / "ckpt", "toy", 1))  # as if seed 1 was lost
@@ -59,6 +61,7 @@ def test_resume_of_one_pair_does_not_retrain_the_others(tmp_path, toy_class, mon
     assert [r["status"] for r in rows] == ["ok", "ok"]
 
 
+@pytest.mark.slow
 def test_one_seed_lives_in_its_seed_folder_and_its_table_has_no_std(tmp_path, toy_class):
     main.train_all(tiny_args(tmp_path, seeds=[3]))
     assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 3))["config"]["seed"] == 3
@@ -67,6 +70,7 @@ def test_one_seed_lives_in_its_seed_folder_and_its_table_has_no_std(tmp_path, to
     assert (tmp_path / "results" / "toy" / "seed3" / "auroc.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_run_continues_only_its_own_seed_wherever_the_command_names_it(tmp_path, toy_class,
                                                                         monkeypatch):
     main.train_all(tiny_args(tmp_path))  # seeds = [0]
@@ -78,6 +82,7 @@ def test_a_run_continues_only_its_own_seed_wherever_the_command_names_it(tmp_pat
     assert trained == [] and [r["status"] for r in rows] == ["ok", "ok"]  # both read back
 
 
+@pytest.mark.slow
 def test_reference_column_follows_the_preset(tmp_path, toy_class):
     main.train_all(tiny_args(tmp_path, class_names=["toy"], meta_epochs=1))
     md = (tmp_path / "results" / "results.md").read_text()

@@ -2,6 +2,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 import main
@@ -13,6 +14,7 @@ from configurator import resolve_config
 BF16_TOLERANCE = 0.05  # relative difference of bf16-autocast scores from fp32 ones, at most
 
 
+@pytest.mark.slow
 def test_channels_last_gives_the_plain_scores(tmp_path, toy_class):
     cfg = resolve_config(tiny_args(tmp_path, meta_epochs=1, channels_last=False, save_model=False))
     run = train_toy(cfg)
@@ -23,6 +25,7 @@ def test_channels_last_gives_the_plain_scores(tmp_path, toy_class):
     np.testing.assert_allclose(scores, run.state["test_scores"].numpy(), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_bf16_backbone_scores_within_tolerance(tmp_path, toy_class):
     cfg = resolve_config(tiny_args(tmp_path, meta_epochs=1, save_model=False))
     run = train_toy(cfg)
@@ -34,6 +37,7 @@ def test_bf16_backbone_scores_within_tolerance(tmp_path, toy_class):
     assert not np.array_equal(scores, plain)  # bf16 really ran
 
 
+@pytest.mark.slow
 def test_cache_on_device_and_memory_mapped_cache_give_identical_runs(tmp_path, toy_class):
     main.train_all(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "plain")))
     main.train_all(tiny_args(tmp_path, checkpoint_dir=str(tmp_path / "fast"), cache_device="device",
