@@ -34,6 +34,15 @@ def test_image_metrics_hand_computed():
     assert all(isinstance(v, float) for v in result.values())
 
 
+def test_f1_threshold_is_the_smallest_of_two_exactly_tied_thresholds():
+    # ascending scores 0..8; at t=7: TP 2, FP 0 and at t=4: TP 3, FP 2, with 4 anomalous:
+    # F1 = 4/6 = 6/9 exactly, but 2PR/(P+R) in floating point ranks t=7 higher
+    labels = np.array([1, 0, 0, 0, 1, 0, 0, 1, 1])
+    result = image_metrics(labels, np.arange(9.0))
+    assert result["f1_max"] == 2 / 3
+    assert result["f1_threshold"] == 4.0
+
+
 def test_image_metrics_ties():
     labels = [0, 1, 0, 1]
     scores = [0.2, 0.5, 0.5, 0.9]

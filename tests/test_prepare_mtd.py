@@ -135,13 +135,3 @@ def test_shipped_train_list_has_761_unique_names():
     names = read_train_list(SHIPPED_LIST)
     assert len(names) == len(set(names)) == 761
     assert all(n.endswith(".jpg") and n.startswith("exp") for n in names)
-
-
-@pytest.mark.parametrize("preset", ["mvtec", "mtd"])
-def test_presets_name_their_reference_table(preset):
-    import runpy
-    from harness.references import REFERENCES
-    values = runpy.run_path(os.path.join(ROOT, "presets", f"{preset}.py"))
-    assert values["reference"] == preset
-    assert sorted(values["class_names"]) == sorted(REFERENCES[preset]["auroc"])
-    assert values["dataset_path"] == f"data/{preset}"
