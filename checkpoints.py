@@ -275,8 +275,12 @@ def check_same_seed(state, seed, path):
     """A run continues or reads back its own seed's checkpoint only."""
     stored = state["config"].get("seed")
     if stored != seed:
+        own = os.path.join(os.path.dirname(os.path.dirname(path)), f"seed{stored}",
+                           os.path.basename(path))
         raise ValueError(f"checkpoint '{path}' was trained with seed {stored}, this run is seed "
-                         f"{seed}; move it to its own seed{stored}/ folder, or delete it")
+                         f"{seed}; move it to '{own}', where its own seed's runs look for it "
+                         f"(if no checkpoint is there yet), or choose another checkpoint_dir "
+                         f"for this run. The checkpoint was left as it is")
 
 
 def check_same_evaluation(state, cfg, path):

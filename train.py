@@ -98,10 +98,10 @@ def train_one_epoch(model, optimizer, images, step, device, generator, progress=
         optimizer.step()  # a no-op where Adam stepped during backward (CPU)
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.detach())
-    return finite_mean(torch.stack(losses).tolist())  # the epoch's one wait for the device
+    return checked_epoch_loss(torch.stack(losses).tolist())  # the epoch's one wait for the device
 
 
-def finite_mean(losses):
+def checked_epoch_loss(losses):
     """Mean of an epoch's step losses. A non-finite one raises NonFiniteLossError: the steps
     after it trained on corrupted weights, so the caller discards the epoch and keeps the last
     good checkpoint."""
@@ -280,7 +280,8 @@ def train_class(cfg, files, device, writer=None, log=print, tag=None):
                                                state["epoch"], progress)
             except DivergedError as e:
                 raise type(e)(f"[{tag}] {e} in meta epoch {state['epoch'] + 1}; "
-                              f"{kept_checkpoint(writer)}. Lower lr_init or clamp_alpha") from None
+                              f"{kept_checkpoint_text(writer)}. Lower lr_init or "
+                              f"clamp_alpha") from None
             state = after_epoch(state, loss, scores, auroc, time.perf_counter() - started,
                                 cfg["sub_epochs"])
             if state["epoch"] == cfg["meta_epochs"]:
@@ -297,7 +298,7 @@ def train_class(cfg, files, device, writer=None, log=print, tag=None):
     return Trained(model, optimizer, generator, state, train_set, test_set, finished_before)
 
 
-def kept_checkpoint(writer):
+def kept_checkpoint_text(writer):
     """What remains on disk after a failure, said truthfully."""
     if writer is None:
         return "save_model is off: no checkpoint"

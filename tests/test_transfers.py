@@ -11,7 +11,7 @@ import data
 import localization
 from data import make_batch
 from model import Speed, anomaly_score, load_alexnet_features, nll_loss
-from train import (NonFiniteLossError, TrainStep, build_model, finite_mean, images_for,
+from train import (NonFiniteLossError, TrainStep, build_model, checked_epoch_loss, images_for,
                    make_optimizer, score_images, train_one_epoch)
 
 CPU = torch.device("cpu")
@@ -117,9 +117,9 @@ def test_training_equals_the_plain_batching_bit_for_bit():
 
 
 def test_a_non_finite_loss_is_found_when_the_epoch_is_read():
-    assert finite_mean([1.0, 2.0]) == 1.5
+    assert checked_epoch_loss([1.0, 2.0]) == 1.5
     with pytest.raises(NonFiniteLossError, match="training loss is nan at step 2 of 3"):
-        finite_mean([1.0, math.nan, 2.0])
+        checked_epoch_loss([1.0, math.nan, 2.0])
 
 
 def test_cache_stays_in_host_memory_on_the_cpu():
