@@ -122,7 +122,7 @@ def gather_rows(rows, rank, world_size):
 def class_files_after_checks(cfg):
     """Errors that would otherwise surface hours later: unwritable outputs, missing classes,
     unavailable AlexNet weights, unreadable masks (unless skip_bad_images leaves their images
-    out, class by class). Returns the data.ClassFiles of every class, listed and checked once
+    out, class by class). Returns the layout.ClassFiles of every class, listed and checked once
     here (the masks' warnings come here, before any training).
     Every rank checks every class, so all of them stop together."""
     files = {c: checked_class_files(cfg["dataset_path"], c, cfg["skip_bad_images"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import IMAGE_EXTENSIONS
+from layout import IMAGE_EXTENSIONS
 from harness.health import divergence_reason
 from harness.records import HISTORY_NAME, write_history
 from harness.figures import plot_auroc_history, plot_roc, plot_score_histogram, save_map_figure

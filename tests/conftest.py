@@ -46,7 +46,7 @@ def loss_that_turns_nan_at(call, real_loss):
 
 def train_toy(cfg, name="toy", **kwargs):
     """train.train_class on a class folder under cfg's dataset_path (listed like main.py does)."""
-    from data import list_class
+    from layout import list_class
     from train import train_class
     return train_class(cfg, list_class(cfg["dataset_path"], name), torch.device("cpu"), **kwargs)
 

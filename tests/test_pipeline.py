@@ -9,8 +9,9 @@ import torch
 import main
 from conftest import tiny_args
 from checkpoints import checkpoint_path, load_checkpoint
-from data import list_class
-from train import build_model, evaluation_generator, load_class_data, score_set
+from layout import list_class
+from scoring import evaluation_generator, score_set
+from train import build_model, load_class_data
 from configurator import resolve_config
 
 
