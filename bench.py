@@ -38,7 +38,8 @@ from checkpoints import CheckpointWriter, snapshot
 from scoring import score_images
 from train import TrainStep, build_model, images_for, make_optimizer, train_one_epoch
 from configurator import resolve_config
-from utils import atomic_write, resolve_device, return_freed_memory_to_os, seed_everything
+from files import atomic_write
+from utils import resolve_device, return_freed_memory_to_os, seed_everything
 
 VISA_SIZE = (1500, 1000)
 

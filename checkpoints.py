@@ -14,7 +14,7 @@ import zipfile
 import torch
 
 from fingerprint import check_same_data, data_fingerprint  # noqa: F401 - train.py imports it here
-from utils import atomic_write
+from files import atomic_write
 
 ARCHITECTURE_KEYS = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "clamp_alpha")
 # settings a finished run's stored scores and threshold were computed with

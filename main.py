@@ -25,8 +25,8 @@ from harness.runs import (check_checkpoints, lock_runs, release_locks, run_one, 
                           run_units)
 from configurator import (check_outputs_outside_data, default_values, format_config,
                           resolve_config)
-from utils import (check_writable, exit_with, lacks_bf16, resolve_device,
-                   return_freed_memory_to_os)
+from files import check_writable
+from utils import exit_with, lacks_bf16, resolve_device, return_freed_memory_to_os
 
 # ranks wait for each other only at the end, after training all their runs: hours, not minutes
 GATHER_TIMEOUT = timedelta(days=7)

@@ -17,7 +17,7 @@ from batches import rotation_angles
 from harness.figures import plt, save_figure
 from metrics import image_metrics
 from scoring import score_images
-from utils import write_csv
+from files import write_csv
 
 CURVE_NAME, CURVE_FIGURE = "transforms_curve.csv", "transforms_curve.png"
 CURVE_COLUMNS = ["rotations", "auroc", "seconds", "ms_per_image", "run_auroc"]
