@@ -13,8 +13,8 @@ import torch
 from tqdm import tqdm
 
 from adam import make_optimizer
-from checkpoints import data_fingerprint, new_state, restore, snapshot
 from batches import cache_on_device, take, to_device, transformed
+from checkpoints import data_fingerprint, new_state, restore, snapshot
 from data import build_image_set
 from image_cache import cache_file
 from metrics import image_metrics
