@@ -29,15 +29,17 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-import data
-from data import IMAGENET_MEAN, IMAGENET_STD, build_image_set, rotation_angles
+import batches
+from batches import IMAGENET_MEAN, IMAGENET_STD, rotation_angles
+from data import build_image_set
 from model import flow_parameters, load_alexnet_features, nll_loss
 from bench_split import split_line, step_split
 from checkpoints import CheckpointWriter, snapshot
-from train import (TrainStep, build_model, images_for, make_optimizer, score_images,
-                   train_one_epoch)
+from scoring import score_images
+from train import TrainStep, build_model, images_for, make_optimizer, train_one_epoch
 from configurator import resolve_config
-from utils import atomic_write, resolve_device, return_freed_memory_to_os, seed_everything
+from files import atomic_write
+from utils import resolve_device, return_freed_memory_to_os, seed_everything
 
 VISA_SIZE = (1500, 1000)
 
@@ -109,21 +111,21 @@ def reference_score(model, paths, cfg, device):
 
 @contextmanager
 def host_to_device_bytes():
-    """Bytes of uint8 images handed from host memory to data.to_device, the one way images
+    """Bytes of uint8 images handed from host memory to batches.to_device, the one way images
     reach the device. On a CPU run this is what a GPU would copy with the cache in host memory;
     with the cache already on the GPU nothing crosses and the count stays 0."""
     moved = {"bytes": 0}
-    real = data.to_device
+    real = batches.to_device
 
     def counting(images_uint8, device):
         if images_uint8.device.type == "cpu":
             moved["bytes"] += images_uint8.nbytes
         return real(images_uint8, device)
-    data.to_device = counting
+    batches.to_device = counting
     try:
         yield moved
     finally:
-        data.to_device = real
+        batches.to_device = real
 
 
 def bytes_per_transformed_copy(cfg, n_train):
@@ -230,7 +232,7 @@ def report(res):
     lines.append(f"{'cache build (img/s)':<28}{res['ours']['cache_images_per_s']:>12.1f}")
     lines.append(split_line(res["ours"]["step_split_s"]))
     measured, (before_step, before_image) = res["ours"], res["bytes_per_transformed_copy"]
-    lines.append(f"uint8 images to the device (counted at data.to_device; cache "
+    lines.append(f"uint8 images to the device (counted at batches.to_device; cache "
                  f"{'on the device' if measured['cache_on_device'] else 'in host memory'}): "
                  f"{measured['bytes_per_train_step'] / 1e6:.2f} MB per training step "
                  f"(all transformed copies moved: {before_step / 1e6:.2f}), "

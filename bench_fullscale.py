@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import main
-from utils import atomic_write
+from files import atomic_write
 
 # the paper's model (3 scales: 768 features; 8 blocks of width 2048) on small images: 256 px is
 # the least that keeps AlexNet's 63 px at the third scale

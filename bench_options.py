@@ -18,12 +18,15 @@ from pathlib import Path
 import torch
 
 from configurator import resolve_config
-from data import build_image_set, list_class, make_batch, rotation_angles
+from batches import make_batch, rotation_angles
+from data import build_image_set
+from layout import list_class
 from localization import gradient_map
 from metrics import image_metrics
 from model import load_alexnet_features
 from prepare.demo import write_demo_class
-from train import build_model, score_images
+from scoring import score_images
+from train import build_model
 
 CPU = torch.device("cpu")
 OPTIONS = {"channels_last": dict(channels_last=True, backbone_batch=64),  # each against the plain

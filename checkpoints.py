@@ -14,7 +14,7 @@ import zipfile
 import torch
 
 from fingerprint import check_same_data, data_fingerprint  # noqa: F401 - train.py imports it here
-from utils import atomic_write
+from files import atomic_write
 
 ARCHITECTURE_KEYS = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "clamp_alpha")
 # settings a finished run's stored scores and threshold were computed with
@@ -275,8 +275,12 @@ def check_same_seed(state, seed, path):
     """A run continues or reads back its own seed's checkpoint only."""
     stored = state["config"].get("seed")
     if stored != seed:
+        own = os.path.join(os.path.dirname(os.path.dirname(path)), f"seed{stored}",
+                           os.path.basename(path))
         raise ValueError(f"checkpoint '{path}' was trained with seed {stored}, this run is seed "
-                         f"{seed}; move it to its own seed{stored}/ folder, or delete it")
+                         f"{seed}; move it to '{own}', where its own seed's runs look for it "
+                         f"(if no checkpoint is there yet), or choose another checkpoint_dir "
+                         f"for this run. The checkpoint was left as it is")
 
 
 def check_same_evaluation(state, cfg, path):

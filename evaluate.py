@@ -29,15 +29,18 @@ import numpy as np
 from torchvision.models import alexnet
 
 from checkpoints import load_checkpoint
-from data import IMAGE_EXTENSIONS, BadImageError, load_resized, rotation_angles
+from batches import rotation_angles
+from data import BadImageError, load_resized
+from layout import IMAGE_EXTENSIONS
 from localization import gradient_map
 from metrics import image_metrics
 from harness.figures import save_map_figure
-from train import build_model, score_images, speed_of
+from scoring import score_images
+from train import build_model, speed_of
 from evaluate_outputs import (METRICS_CSV, SCORES_CSV, SCORES_HEADER, check_checkpoint_argument,
                               check_outputs_are_ours, remove_earlier_outputs)
-from utils import (bounded_name, check_writable, exit_with, lacks_bf16, resolve_device,
-                   write_csv)
+from files import bounded_name, check_writable, write_csv
+from utils import exit_with, lacks_bf16, resolve_device
 
 
 REQUIRED_CONFIG = ("img_size", "n_scales", "n_coupling_blocks", "fc_internal", "dropout",

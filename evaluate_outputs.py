@@ -5,7 +5,7 @@ metrics.csv and maps) is removed, only files of its names and content.
 """
 from pathlib import Path
 
-from data import IMAGE_EXTENSIONS
+from layout import IMAGE_EXTENSIONS
 
 SCORES_CSV = "scores.csv"
 SCORES_HEADER = ("image", "score", "verdict", "threshold")

@@ -31,7 +31,7 @@ def _data_files(files):
 
 def data_fingerprint(files):
     """Counts, each file's content hash by relative path, and one digest over them of a class's
-    image and mask files (data.ClassFiles): a resumed or read-back run must see the very bytes
+    image and mask files (layout.ClassFiles): a resumed or read-back run must see the very bytes
     its checkpoint was trained and scored on (an image replaced at the same size included)."""
     hashes = {os.path.relpath(p, files.class_dir): content_hash(p) for p in _data_files(files)}
     digest = hashlib.sha1("".join(f"{rel}\0{h}\n" for rel, h in hashes.items()).encode())

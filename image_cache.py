@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from fingerprint import content_hash
-from utils import FILE_MODE, atomic_write, bounded_name
+from files import FILE_MODE, atomic_write, bounded_name
 
 SETTING = "cache_mmap"
 KEY_LENGTH = 16  # hex digits of the key in the file name

@@ -8,11 +8,10 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from data import rotation_angles, to_device
+from batches import rotation_angles, to_device, transformed
 from masks import read_mask
 from metrics import PixelMetrics
 from model import nll_loss
-from train import transformed
 
 GRAD_SIGMA = 3.0        # px, the Gaussian blur of the reference localisation
 BLUR_TRUNCATE = 4.0     # the blur kernel reaches 4 sigma (scipy's default, the reference's)
@@ -42,7 +41,7 @@ def gradient_map(model, image_uint8, n_rotations, device):
 
 def back_rotated_blurred(grad_chw, angle_deg):
     """|blur(rotate(grad, -angle))| averaged over channels: one rotation's share of the map.
-    scipy rotates counter-clockwise for a positive angle, as data.rotate does, so -angle undoes
+    scipy rotates counter-clockwise for a positive angle, as batches.rotate does, so -angle undoes
     the input's rotation; per channel plane, cubic spline, zeros outside, same canvas. The blur
     is scipy's Gaussian (sigma 3 px, kernel to 4 sigma, 'reflect' = half-sample symmetric
     border) over height and width only."""

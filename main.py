@@ -25,8 +25,8 @@ from harness.runs import (check_checkpoints, lock_runs, release_locks, run_one, 
                           run_units)
 from configurator import (check_outputs_outside_data, default_values, format_config,
                           resolve_config)
-from utils import (check_writable, exit_with, lacks_bf16, resolve_device,
-                   return_freed_memory_to_os)
+from files import check_writable
+from utils import exit_with, lacks_bf16, resolve_device, return_freed_memory_to_os
 
 # ranks wait for each other only at the end, after training all their runs: hours, not minutes
 GATHER_TIMEOUT = timedelta(days=7)
@@ -122,7 +122,7 @@ def gather_rows(rows, rank, world_size):
 def class_files_after_checks(cfg):
     """Errors that would otherwise surface hours later: unwritable outputs, missing classes,
     unavailable AlexNet weights, unreadable masks (unless skip_bad_images leaves their images
-    out, class by class). Returns the data.ClassFiles of every class, listed and checked once
+    out, class by class). Returns the layout.ClassFiles of every class, listed and checked once
     here (the masks' warnings come here, before any training).
     Every rank checks every class, so all of them stop together."""
     files = {c: checked_class_files(cfg["dataset_path"], c, cfg["skip_bad_images"])

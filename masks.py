@@ -8,7 +8,8 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from data import READ_ERRORS, BadImageError, exif_orientation, list_class
+from data import READ_ERRORS, BadImageError, exif_orientation
+from layout import list_class
 
 ASPECT_TOLERANCE = 0.01  # relative difference of width/height ratios still taken as the same
 NAMED_AT_MOST = 3  # files named in one warning; the count says how many there are
@@ -135,7 +136,7 @@ def warn_exif_orientation(class_name, paths):
 
 
 def checked_class_files(dataset_path, class_name, skip_bad):
-    """data.list_class with the masks checked: data.ClassFiles whose test lists leave out the
+    """layout.list_class with the masks checked: layout.ClassFiles whose test lists leave out the
     images of unreadable masks (with skip_bad; named in `skipped`). Images with an EXIF
     orientation are named in one warning."""
     files = list_class(dataset_path, class_name)

@@ -15,12 +15,11 @@ masks, binarised to 0/255, to mtd/ground_truth/<defect>/<stem>.png. Built in
 mtd.partial and renamed when complete; a re-run verifies every file's hash and
 skips, or rebuilds a damaged class. The download is only read.
 """
-import argparse
 import sys
 from collections import Counter
 from pathlib import Path
 
-from prepare.acquire import add_source_options, check_one_source, obtain
+from prepare.acquire import add_source_options, dataset_parser, source_tree
 from prepare.archives import MTD
 from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class, check_apart,
                             check_out_writable, file_digest, place_file, read_lines, run_script)
@@ -164,10 +163,9 @@ def prepare(mtd_root, out, link="copy", train_list=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mtd_root", help="extracted MTD folder (holds MT_Free, MT_Blowhole, "
-                                           "...), used as is; default: download (or --archive)")
-    parser.add_argument("--out", default="data/mtd", help="prepared tree (config.dataset_path)")
+    parser = dataset_parser(__doc__, "--mtd_root", "extracted MTD folder (holds MT_Free, "
+                            "MT_Blowhole, ...), used as is; default: download (or --archive)",
+                            "data/mtd")
     parser.add_argument("--train_list", help="defect-free training file names "
                                              "(default: splits/mtd_train_filenames.txt)")
     add_link_option(parser)
@@ -175,9 +173,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     def call():
-        check_one_source(args, "--mtd_root")
-        root = args.mtd_root or obtain(MTD, args, Path(args.download_dir) / "MTD", args.out,
-                                       is_mtd_top, check_download, MTD.unpacked_bytes)
+        root = source_tree(args, "--mtd_root", MTD, "MTD", is_mtd_top, check_download,
+                           MTD.unpacked_bytes)
         prepare(root, args.out, args.link, args.train_list)
     return run_script(call)
 

@@ -12,11 +12,10 @@ convert: without --mvtec_root this downloads mvtec_anomaly_detection.tar.xz (5.3
 intact and does nothing. An extracted tree (--mvtec_root) needs no preparation: it is only
 checked, and the dataset_path to use is printed.
 """
-import argparse
 import sys
 from pathlib import Path
 
-from prepare.acquire import add_source_options, check_one_source, obtain
+from prepare.acquire import add_source_options, check_one_source, dataset_parser, obtain
 from prepare.archives import MVTEC
 from prepare.common import PrepareError, run_script
 from prepare.extract import read_extracted
@@ -67,10 +66,8 @@ def prepare(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mvtec_root", help="an extracted MVTec AD folder: only checked")
-    parser.add_argument("--out", default="data/mvtec",
-                        help="where the archive is extracted (config.dataset_path)")
+    parser = dataset_parser(__doc__, "--mvtec_root", "an extracted MVTec AD folder: only checked",
+                            "data/mvtec", "where the archive is extracted (config.dataset_path)")
     add_source_options(parser, MVTEC)
     args = parser.parse_args(argv)
     return run_script(lambda: prepare(args))

@@ -17,14 +17,13 @@ with the download instead). Each class is built in CLASS.partial and renamed
 when complete; its marker records every file's hash, so a re-run skips intact
 classes and rebuilds damaged ones. The download is only read.
 """
-import argparse
 import csv
 import os
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from prepare.acquire import add_source_options, check_one_source, obtain
+from prepare.acquire import add_source_options, dataset_parser, source_tree
 from prepare.archives import VISA
 from spreadsheet import spreadsheet_safe
 from prepare.common import (PrepareError, add_link_option, binarise_mask, build_class, check_apart,
@@ -269,10 +268,8 @@ def prepare(visa_root, out, classes=None, split_csv=None, link="copy"):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--visa_root", help="extracted VisA folder (holds split_csv/), used as is; "
-                                            "default: download (or --archive) and extract")
-    parser.add_argument("--out", default="data/visa", help="prepared tree (config.dataset_path)")
+    parser = dataset_parser(__doc__, "--visa_root", "extracted VisA folder (holds split_csv/), "
+                            "used as is; default: download (or --archive) and extract", "data/visa")
     parser.add_argument("--classes", nargs="*", help="only these classes (default: all in the split)")
     parser.add_argument("--split_csv", help="split file (default: VISA_ROOT/split_csv/1cls.csv, "
                                             "else splits/visa_1cls.csv of this repository)")
@@ -281,9 +278,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     def call():
-        check_one_source(args, "--visa_root")
-        root = args.visa_root or obtain(VISA, args, Path(args.download_dir) / "VisA", args.out,
-                                        is_visa_top, prepared_bytes=VISA.unpacked_bytes)
+        root = source_tree(args, "--visa_root", VISA, "VisA", is_visa_top,
+                           prepared_bytes=VISA.unpacked_bytes)
         prepare(root, args.out, args.classes, args.split_csv, args.link)
     return run_script(call)
 

@@ -1,4 +1,5 @@
-"""Training and scoring of one class: the meta-epoch / sub-epoch loop of the paper."""
+"""Training of one class: the meta-epoch / sub-epoch loop of the paper, with the test set scored
+(scoring.py) after each meta epoch."""
 import math
 import os
 import sys
@@ -12,11 +13,13 @@ import torch
 from tqdm import tqdm
 
 from adam import make_optimizer
+from batches import cache_on_device, take, to_device, transformed
 from checkpoints import data_fingerprint, new_state, restore, snapshot
-from data import build_image_set, cache_on_device, make_batch, rotation_angles, take, to_device
+from data import build_image_set
 from image_cache import cache_file
 from metrics import image_metrics
-from model import DifferNet, Speed, anomaly_score, load_alexnet_features, nll_loss
+from model import DifferNet, Speed, load_alexnet_features, nll_loss
+from scoring import evaluation_generator, score_set, training_threshold
 from utils import fmt, seed_everything
 
 
@@ -65,18 +68,6 @@ def build_model(cfg, backbone, speed=None):
                      cfg["dropout"], cfg["clamp_alpha"], speed or speed_of(cfg))
 
 
-def transformed(model, images, angles, jitter=(0.0, 0.0, 0.0), generator=None):
-    """(part, inputs) chunks of the model's backbone_batch: uint8 images already on the model's
-    device, rotated by their angles (None: not rotated), jittered, normalised. The one path from
-    the image cache to the model for training, scoring and gradient maps; chunks keep the float
-    copies of 448 px images from existing for a whole batch at once."""
-    chunk, device = model.speed.backbone_batch, images.device
-    for start in range(0, len(images), chunk):
-        part = slice(start, start + chunk)
-        yield part, make_batch(images[part], None if angles is None else angles[part], device,
-                               jitter, generator, model.speed.channels_last)
-
-
 def train_one_epoch(model, optimizer, images, step, device, generator, progress=False):
     """One pass over the shuffled training images, each seen step.n_transforms times per batch.
     Returns the mean loss; a non-finite loss raises NonFiniteLossError at the end of the epoch."""
@@ -98,10 +89,10 @@ def train_one_epoch(model, optimizer, images, step, device, generator, progress=
         optimizer.step()  # a no-op where Adam stepped during backward (CPU)
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.detach())
-    return finite_mean(torch.stack(losses).tolist())  # the epoch's one wait for the device
+    return checked_epoch_loss(torch.stack(losses).tolist())  # the epoch's one wait for the device
 
 
-def finite_mean(losses):
+def checked_epoch_loss(losses):
     """Mean of an epoch's step losses. A non-finite one raises NonFiniteLossError: the steps
     after it trained on corrupted weights, so the caller discards the epoch and keeps the last
     good checkpoint."""
@@ -112,37 +103,8 @@ def finite_mean(losses):
     return float(np.mean(losses))
 
 
-@torch.no_grad()
-def score_images(model, images, angles, device, progress=False):
-    """Anomaly score of each image: mean over its rotations (angles: N x T) of mean(z^2).
-    A batch holds backbone_batch consecutive (image, rotation) pairs; only its distinct images
-    cross to the device, and are repeated for their rotations there."""
-    model.eval()
-    n, t = angles.shape
-    image_index = torch.arange(n).repeat_interleave(t)
-    flat_angles = angles.reshape(-1)
-    scores = torch.empty(n * t, device=device)  # read back once, not per batch
-    chunk = model.speed.backbone_batch
-    for start in tqdm(range(0, n * t, chunk), desc="score", leave=False, disable=not progress):
-        sel = slice(start, start + chunk)
-        first, last = int(image_index[sel][0]), int(image_index[sel][-1])
-        distinct = take(images, torch.arange(first, last + 1), device)
-        batch = distinct[(image_index[sel] - first).to(device, non_blocking=True)]
-        (_, x), = transformed(model, batch, flat_angles[sel])
-        z, _ = model(x)
-        scores[sel] = anomaly_score(z).float()
-    return scores.cpu().view(n, t).mean(dim=1).numpy()
-
-
-def evaluation_generator(seed, epoch, stream=0):
-    """A generator for one evaluation's random angles (stream 0: the test set's per epoch),
-    independent of the training stream, so a resumed run draws the same angles."""
-    state = np.random.SeedSequence([seed, stream, epoch]).generate_state(1)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
 def load_class_data(cfg, files, progress=False):
-    """Decoded train and test ImageSets of a class (data.ClassFiles with its masks checked,
+    """Decoded train and test ImageSets of a class (layout.ClassFiles with its masks checked,
     masks.checked_class_files; cache in memory or memory-mapped)."""
     def mmap(split, paths):
         return (cache_file(cfg["cache_mmap"], files.name, split, paths, cfg["img_size"])
@@ -167,16 +129,10 @@ def load_class_data(cfg, files, progress=False):
 def images_for(image_set, cfg, device):
     """The uint8 cache that batches are cut from: moved to the device once when cache_device
     is 'device', or 'auto' on a GPU with room for it (0.54 GB for 900 images at 448 px, budget
-    in data.cache_on_device); else left in host memory, each batch staged in pinned memory."""
+    in batches.cache_on_device); else left in host memory, each batch staged in pinned memory."""
     if cache_on_device(cfg["cache_device"], device, image_set.images.nbytes):
         return to_device(image_set.images, device)
     return image_set.images
-
-
-def score_set(model, images, cfg, device, generator, progress=False):
-    """Scores of uint8 images (N, 3, S, S) with the configured test rotations."""
-    angles = rotation_angles(len(images), cfg["n_transforms_test"], cfg["test_rotations"], generator)
-    return score_images(model, images, angles, device, progress)
 
 
 def best_auroc(history):
@@ -256,7 +212,7 @@ def start_state(model, optimizer, generator, cfg, files, ckpt):
 
 
 def train_class(cfg, files, device, writer=None, log=print, tag=None):
-    """Train (or resume) one class: data.ClassFiles in, Trained out. After every meta epoch but
+    """Train (or resume) one class: layout.ClassFiles in, Trained out. After every meta epoch but
     the last, a snapshot goes to `writer` (checkpoints.CheckpointWriter, None: no checkpoints);
     the caller writes the final one with the metrics. A diverging flow raises a DivergedError;
     the checkpoint on disk stays the last good one. tag names the run in the printed lines."""
@@ -280,7 +236,8 @@ def train_class(cfg, files, device, writer=None, log=print, tag=None):
                                                state["epoch"], progress)
             except DivergedError as e:
                 raise type(e)(f"[{tag}] {e} in meta epoch {state['epoch'] + 1}; "
-                              f"{kept_checkpoint(writer)}. Lower lr_init or clamp_alpha") from None
+                              f"{kept_checkpoint_text(writer)}. Lower lr_init or "
+                              f"clamp_alpha") from None
             state = after_epoch(state, loss, scores, auroc, time.perf_counter() - started,
                                 cfg["sub_epochs"])
             if state["epoch"] == cfg["meta_epochs"]:
@@ -297,17 +254,8 @@ def train_class(cfg, files, device, writer=None, log=print, tag=None):
     return Trained(model, optimizer, generator, state, train_set, test_set, finished_before)
 
 
-def kept_checkpoint(writer):
+def kept_checkpoint_text(writer):
     """What remains on disk after a failure, said truthfully."""
     if writer is None:
         return "save_model is off: no checkpoint"
     return writer.on_disk_text()
-
-
-def training_threshold(model, train_images, cfg, device, progress=False):
-    """Verdict threshold: the threshold_percentile-th percentile of the training images' scores,
-    each from the evenly spaced rotations evaluate.py scores new images with, so that a new
-    image's score and the threshold are comparable whatever test_rotations says."""
-    angles = rotation_angles(len(train_images), cfg["n_transforms_test"], "fixed", None)
-    scores = score_images(model, train_images, angles, device, progress)
-    return float(np.percentile(scores, cfg["threshold_percentile"]))

@@ -10,7 +10,8 @@ import numpy as np
 
 from harness.per_size import AREA_BINS, AREA_FIGURE, NO_MASK, PER_SIZE_NAME
 from harness.transforms_curve import CURVE_FIGURE, CURVE_NAME
-from utils import atomic_write, fmt, write_csv
+from files import atomic_write, write_csv
+from utils import fmt
 
 SIZE_LABELS = [label for label, _, _ in AREA_BINS] + [NO_MASK]
 

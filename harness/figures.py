@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from data import read_rgb
 from localization import mask_at
-from utils import atomic_write
+from files import atomic_write
 
 DPI = 80
 

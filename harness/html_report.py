@@ -13,7 +13,7 @@ from harness.groups import group_rows
 from harness.references import REFERENCES
 from harness.results import MEAN_KEYS, NOT_RUN, cell
 from spreadsheet import csv_cell_text
-from utils import atomic_write
+from files import atomic_write
 
 REPORT_NAME = "index.html"
 RUN_FIGURES = [("auroc.png", "image AUROC after each meta epoch"), ("roc.png", "ROC"),

@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from harness.figures import plt, save_figure
 from masks import read_mask
-from utils import write_csv
+from files import write_csv
 
 PER_SIZE_NAME, AREAS_NAME, AREA_FIGURE = "per_size.csv", "defect_areas.csv", "score_vs_area.png"
 # (label, from, to) of the fraction of the image a defect's mask covers: from <= area < to

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.health import label_divergence
-from utils import atomic_write, write_csv
+from files import atomic_write, write_csv
 
 RECORD_NAME = "run.json"
 HISTORY_NAME = "history.csv"

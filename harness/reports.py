@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import IMAGE_EXTENSIONS
+from layout import IMAGE_EXTENSIONS
 from harness.health import divergence_reason
 from harness.records import HISTORY_NAME, write_history
 from harness.figures import plot_auroc_history, plot_roc, plot_score_histogram, save_map_figure
@@ -16,7 +16,7 @@ from harness.transforms_curve import (CURVE_FIGURE, CURVE_NAME, remove_curve, ru
 from localization import MapSource, pixel_report
 from metrics import image_metrics
 from spreadsheet import csv_cell_text
-from utils import bounded_name, write_csv
+from files import bounded_name, write_csv
 
 DEFECTS_CSV = "defects.csv"  # per class folder: columns image (file stem), defect
 PER_DEFECT_COLUMNS = ["defect", "images", "auroc", "mean_score", "below_threshold"]

@@ -13,7 +13,8 @@ import numpy as np
 from harness.figures import summary_plot
 from harness.groups import group_rows
 from harness.references import REFERENCES
-from utils import atomic_write, fmt, write_csv
+from files import atomic_write, write_csv
+from utils import fmt
 
 # (key, header); the metric columns are averaged over seeds and classes
 METRIC_COLUMNS = [

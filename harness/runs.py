@@ -73,7 +73,7 @@ def check_legacy_layout(cfg, class_name):
 def check_checkpoints(cfg, units, files):
     """Before the first run trains: with resume, every existing checkpoint must fit this run's
     class, seed, architecture, data and meta_epochs; without resume, none may be overwritten.
-    files: data.ClassFiles per class name."""
+    files: layout.ClassFiles per class name."""
     for class_name, seed in units:
         check_legacy_layout(cfg, class_name)
         ckpt, _ = run_paths(cfg, class_name, seed)

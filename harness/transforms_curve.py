@@ -1,6 +1,6 @@
 """What each added test rotation buys, and what it costs: a finished model scores its class's
 own test set with 1, 2, 4, ... evenly spaced rotations (config transforms_curve), through the
-scoring path of training's evaluation (train.score_images, angles i*360/n as evaluate.py uses),
+scoring path of training's evaluation (scoring.score_images, angles i*360/n as evaluate.py uses),
 giving the image AUROC and the scoring time per count: transforms_curve.csv and .png.
 
 With test_rotations='fixed', the count n_transforms_test scores exactly as the run's own last
@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data import rotation_angles
+from batches import rotation_angles
 from harness.figures import plt, save_figure
 from metrics import image_metrics
-from train import score_images
-from utils import write_csv
+from scoring import score_images
+from files import write_csv
 
 CURVE_NAME, CURVE_FIGURE = "transforms_curve.csv", "transforms_curve.png"
 CURVE_COLUMNS = ["rotations", "auroc", "seconds", "ms_per_image", "run_auroc"]

@@ -2,6 +2,7 @@
 archive the user has (--archive, verified), or the official download (verified). The last two
 are extracted into DOWNLOAD_DIR/<name>, recorded, and found intact by the next run without
 touching the archive again."""
+import argparse
 import os
 from pathlib import Path
 
@@ -50,6 +51,25 @@ def add_source_options(parser, archive):
                              "hexadecimal digits, either case)")
     parser.add_argument("--keep_archive", type=parse_bool, default=True,
                         help="False: delete the downloaded archive after a verified extraction")
+
+
+def dataset_parser(doc, root_option, root_help, out_default,
+                   out_help="prepared tree (config.dataset_path)"):
+    """The parser every prepare_*.py script starts from: described by the first paragraph of
+    its docstring, with the extracted folder (root_option, used as it is) and --out; the
+    script adds its own options, then add_source_options."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument(root_option, help=root_help)
+    parser.add_argument("--out", default=out_default, help=out_help)
+    return parser
+
+
+def source_tree(args, root_option, archive, folder, is_top, check=None, prepared_bytes=0):
+    """The raw tree a script prepares from: the folder given with root_option, used as it is,
+    else the verified extraction in --download_dir/folder (obtain)."""
+    check_one_source(args, root_option)
+    return getattr(args, root_option.lstrip("-")) or obtain(
+        archive, args, Path(args.download_dir) / folder, args.out, is_top, check, prepared_bytes)
 
 
 def check_one_source(args, root_option):

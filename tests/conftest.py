@@ -82,7 +82,7 @@ def loss_that_turns_nan_at(call, real_loss):
 
 def train_toy(cfg, name="toy", **kwargs):
     """train.train_class on a class folder under cfg's dataset_path (listed like main.py does)."""
-    from data import list_class
+    from layout import list_class
     from train import train_class
     return train_class(cfg, list_class(cfg["dataset_path"], name), torch.device("cpu"), **kwargs)
 
@@ -126,7 +126,7 @@ def finished_run(tmp_path_factory):
     import main
     from checkpoints import checkpoint_path, load_checkpoint
     from configurator import resolve_config
-    from data import list_class
+    from layout import list_class
     from prepare.demo import write_demo_class
     from train import load_class_data
     root = tmp_path_factory.mktemp("finished_run")

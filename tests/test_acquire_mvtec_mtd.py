@@ -60,7 +60,7 @@ def mvtec_main(server, sha, tmp_path, *extra):
 
 
 def test_mvtec_download_extracts_the_layout_presets_read(tmp_path, capsys):
-    from data import find_class_files
+    from layout import find_class_files
     data = mvtec_tar_xz()
     sha = hashlib.sha256(data).hexdigest()
     with Loopback({"/m.tar.xz": data}) as server:

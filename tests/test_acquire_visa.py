@@ -9,7 +9,7 @@ import pytest
 
 import prepare_visa
 from loopback import Loopback, refused_url
-from prepare import download
+from prepare import acquire, download
 from prepare.archives import VISA
 from test_prepare_visa import make_raw_visa
 
@@ -148,7 +148,7 @@ def test_offline_is_one_line(tmp_path, monkeypatch, capsys):
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(prepare_visa, "obtain", interrupted)
+    monkeypatch.setattr(acquire, "obtain", interrupted)
     assert prepare_visa.main(["--out", str(tmp_path / "visa")]) == 130
     assert capsys.readouterr().err == "interrupted; run the same command again to continue\n"
 

@@ -13,7 +13,7 @@ from configurator import resolve_config
 from conftest import tiny_args
 from data import BadImageError, build_image_set
 from image_cache import cache_file
-from data import list_class
+from layout import list_class
 from train import load_class_data
 
 

@@ -124,6 +124,15 @@ def test_a_checkpoint_of_the_old_flat_layout_is_named_with_where_it_belongs(tmp_
     assert "layout of an earlier version" in err and "seed<k>" in err
 
 
+def test_a_checkpoint_of_another_seed_is_refused_naming_its_own_seed_folder(tmp_path):
+    with pytest.raises(ValueError) as refused:
+        checkpoints.check_same_seed({"config": {"seed": 0}}, 1, ckpt_of(tmp_path, seed=1))
+    message = str(refused.value)
+    assert "trained with seed 0, this run is seed 1" in message
+    assert f"move it to '{ckpt_of(tmp_path, seed=0)}'" in message
+    assert "another checkpoint_dir" in message and "delete" not in message
+
+
 def test_a_snapshot_is_skipped_not_waited_for_while_a_write_is_in_flight(tmp_path, monkeypatch):
     real_save = checkpoints.torch.save
 

@@ -7,8 +7,9 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from data import (IMAGENET_MEAN, IMAGENET_STD, BadImageError, build_image_set, find_class_files,
-                  list_images, load_resized, make_batch, read_rgb, rotate, rotation_angles)
+from batches import IMAGENET_MEAN, IMAGENET_STD, make_batch, rotate, rotation_angles
+from data import BadImageError, build_image_set, load_resized, read_rgb
+from layout import find_class_files, list_images
 
 ANGLES = [0.0, 17.0, -45.0, 90.0, 123.4, 180.0, -179.9]
 

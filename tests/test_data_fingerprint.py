@@ -6,7 +6,7 @@ import pytest
 
 import fingerprint
 from fingerprint import check_same_data, data_fingerprint, legacy_digest
-from data import list_class
+from layout import list_class
 from prepare.demo import write_demo_class
 
 

@@ -11,7 +11,7 @@ from conftest import tiny_args
 import evaluate
 import main
 from checkpoints import checkpoint_path, load_checkpoint
-from data import list_class
+from layout import list_class
 from metrics import image_metrics
 from model import Speed
 

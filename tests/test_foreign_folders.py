@@ -73,7 +73,7 @@ def test_report_only_removes_the_temp_files_of_a_killed_rebuild(tmp_path, capsys
 
 
 def test_a_failed_run_is_not_shown_with_an_earlier_runs_figures(tmp_path, monkeypatch, capsys):
-    from data import ClassFiles
+    from layout import ClassFiles
     from harness import runs
     cfg = resolve_config(tiny_args(tmp_path))
     folder = tmp_path / "results" / "toy" / "seed0"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import data
+import batches
 import main
 from checkpoints import checkpoint_path, load_checkpoint
 from conftest import tiny_args
-from data import list_class
+from layout import list_class
 from metrics import image_metrics
 
 GPU = torch.cuda.is_available()
@@ -57,7 +57,7 @@ def test_the_fast_options_run_end_to_end(tmp_path, toy_class, device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_tf32_reaches_the_flow_and_not_the_rotation(tmp_path, toy_class, device, monkeypatch):
     seen = {"rotation": set(), "flow": set()}
-    real_grid = data.rotation_grid
+    real_grid = batches.rotation_grid
 
     def grid(*args):
         seen["rotation"].add(torch.backends.cuda.matmul.allow_tf32)
@@ -69,7 +69,7 @@ def test_tf32_reaches_the_flow_and_not_the_rotation(tmp_path, toy_class, device,
         seen["flow"].add(torch.backends.cuda.matmul.allow_tf32)
         return real_nll(z, log_jac_det)
     import train
-    monkeypatch.setattr(data, "rotation_grid", grid)
+    monkeypatch.setattr(batches, "rotation_grid", grid)
     monkeypatch.setattr(train, "nll_loss", loss)
     trained_state(tmp_path, device, device=device, tf32=True, meta_epochs=1)
     assert seen == {"rotation": {False}, "flow": {True}}
@@ -79,7 +79,8 @@ def test_tf32_reaches_the_flow_and_not_the_rotation(tmp_path, toy_class, device,
 def test_only_the_intended_host_waits_on_the_device(tmp_path, device):
     """One wait per training epoch (its losses) and one per scoring pass (its scores)."""
     from model import Speed, load_alexnet_features
-    from train import TrainStep, build_model, make_optimizer, score_images, train_one_epoch
+    from scoring import score_images
+    from train import TrainStep, build_model, make_optimizer, train_one_epoch
     dev = torch.device(device)
     cfg = dict(n_scales=1, n_coupling_blocks=2, fc_internal=32, dropout=0.0, clamp_alpha=3.0)
     model = build_model(cfg, load_alexnet_features(False), Speed()).to(dev)
@@ -116,12 +117,12 @@ def test_distinct_images_cross_once_from_pinned_memory_on_a_gpu(device, monkeypa
     dev = torch.device(device)
     cache = images_for(ImageSet(images, np.zeros(11), [""] * 11, [None] * 11),
                        {"cache_device": "cpu"}, dev)
-    crossings, real = [], data.to_device
+    crossings, real = [], batches.to_device
 
     def recording(images_uint8, target):
         crossings.append((len(images_uint8), images_uint8.is_pinned()))
         return real(images_uint8, target)
-    monkeypatch.setattr(data, "to_device", recording)
+    monkeypatch.setattr(batches, "to_device", recording)
     cfg = dict(n_scales=1, n_coupling_blocks=2, fc_internal=32, dropout=0.0, clamp_alpha=3.0)
     model = build_model(cfg, load_alexnet_features(False), Speed()).to(dev)
     optimizer = make_optimizer(model.flow, 2e-4, (0.8, 0.8), 1e-4, 1e-5)

@@ -9,7 +9,7 @@ import torch
 from scipy import ndimage
 
 import localization
-from data import make_batch, rotate
+from batches import make_batch, rotate
 from localization import gradient_map, summed_back_rotated_gradients
 from model import Speed, load_alexnet_features, nll_loss
 from train import build_model
@@ -51,7 +51,7 @@ def test_map_on_a_non_square_angle_grid_and_odd_size():
 
 def test_back_rotation_undoes_the_input_rotation():
     """A gradient that follows the rotated image (a blob at one place of the image, moved by
-    data.rotate) must come back to that place: the sign of the back-rotation is right."""
+    batches.rotate) must come back to that place: the sign of the back-rotation is right."""
     # angles with no symmetry: back-rotated the wrong way, no two copies would meet
     size, angles = 48, [30.0, 100.0, 250.0]
     blob = torch.zeros(1, 3, size, size)

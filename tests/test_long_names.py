@@ -8,7 +8,7 @@ import evaluate
 import evaluate_outputs
 import image_cache
 from harness.reports import LOWEST_ANOMALOUS, write_misses
-from utils import MAX_NAME_BYTES, bounded_name
+from files import MAX_NAME_BYTES, bounded_name
 
 
 class FakeTestSet:

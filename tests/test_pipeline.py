@@ -10,7 +10,8 @@ from checkpoints import load_checkpoint
 from localization import gradient_map
 from localization import pixel_report
 from metrics import image_metrics
-from train import build_model, evaluation_generator, score_set
+from scoring import evaluation_generator, score_set
+from train import build_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CPU = torch.device("cpu")

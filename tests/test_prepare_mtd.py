@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from data import find_class_files
+from layout import find_class_files
 from prepare_mtd import DEFECTS, main, prepare, read_train_list
 
 SHIPPED_LIST = os.path.join(ROOT, "splits", "mtd_train_filenames.txt")

@@ -9,7 +9,7 @@ from PIL import Image
 
 import prepare_visa
 from conftest import ROOT
-from data import find_class_files
+from layout import find_class_files
 from prepare.common import MARKER, PrepareError
 from prepare_visa import OFFICIAL_COUNTS, main, prepare, read_split, split_counts
 

@@ -12,15 +12,16 @@ import torch.nn.functional as F
 from FrEIA.modules import GLOWCouplingBlock
 from PIL import Image
 
+import batches
 import evaluate
 import localization
-import train
+import scoring
 from configurator import resolve_config
-from data import make_batch, rotation_angles
+from batches import make_batch, rotation_angles
 from model import (ClampedGLOWCouplingBlock, DifferNet, Speed, anomaly_score, build_flow,
                    load_alexnet_features, soft_clamp, subnet_constructor)
-from train import (TrainStep, build_model, evaluation_generator, make_optimizer, score_images,
-                   score_set, train_one_epoch, training_threshold)
+from scoring import evaluation_generator, score_images, score_set, training_threshold
+from train import TrainStep, build_model, make_optimizer, train_one_epoch
 
 CPU = torch.device("cpu")
 UNIFORM_STD = 360 / math.sqrt(12)  # standard deviation of the uniform law on [-180, 180]
@@ -57,13 +58,13 @@ def evenly_spaced(n):
 
 @pytest.fixture
 def batches_made(monkeypatch):
-    """(uint8 images, angles) of every make_batch call of train.transformed."""
+    """(uint8 images, angles) of every make_batch call of batches.transformed."""
     seen = []
 
     def recording(images_uint8, angles_deg, *args, **kwargs):
         seen.append((images_uint8.clone(), None if angles_deg is None else angles_deg.clone()))
         return make_batch(images_uint8, angles_deg, *args, **kwargs)
-    monkeypatch.setattr(train, "make_batch", recording)
+    monkeypatch.setattr(batches, "make_batch", recording)
     return seen
 
 
@@ -89,13 +90,13 @@ def test_training_rotations_are_uniform_in_minus_180_180_four_per_image(batches_
 
 @pytest.fixture
 def scored_angles(monkeypatch):
-    """The angles each score_images call of train and evaluate gets (scores are zeros)."""
+    """The angles each score_images call of scoring and evaluate gets (scores are zeros)."""
     seen = []
 
     def recording(model, imgs, angles, device, progress=False):
         seen.append(angles.clone())
         return np.zeros(len(imgs))
-    monkeypatch.setattr(train, "score_images", recording)
+    monkeypatch.setattr(scoring, "score_images", recording)
     monkeypatch.setattr(evaluate, "score_images", recording)
     return seen
 

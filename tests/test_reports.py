@@ -13,12 +13,14 @@ from PIL import Image
 
 import harness.reports as reports
 import harness.figures as figures
-from data import build_image_set, find_class_files
+from data import build_image_set
+from layout import find_class_files
 from prepare.demo import DEFECTS
 from localization import gradient_map
 from helpers import pixel_metrics
 from metrics import image_metrics
-from train import Trained, evaluation_generator, score_set
+from scoring import evaluation_generator, score_set
+from train import Trained
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CPU = torch.device("cpu")

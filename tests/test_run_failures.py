@@ -10,6 +10,7 @@ from conftest import loss_that_turns_nan_at, tiny_args
 import checkpoints
 import harness.reports as reports
 import main
+import scoring
 import train
 from checkpoints import checkpoint_path, load_checkpoint
 from prepare.demo import write_demo_class
@@ -31,7 +32,7 @@ def test_non_finite_loss_fails_the_class_keeps_checkpoint_and_continues(tmp_path
 @pytest.mark.slow
 def test_non_finite_scores_fail_the_class_without_claiming_a_checkpoint(tmp_path, toy_class,
                                                                        monkeypatch, capsys):
-    monkeypatch.setattr(train, "anomaly_score", lambda z: torch.full(z.shape[:1], float("inf")))
+    monkeypatch.setattr(scoring, "anomaly_score", lambda z: torch.full(z.shape[:1], float("inf")))
     rows = main.train_all(tiny_args(tmp_path))
     err = capsys.readouterr().err
     assert rows[0]["status"] == "failed: non-finite test scores"

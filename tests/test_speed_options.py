@@ -8,7 +8,7 @@ import torch
 import main
 from conftest import tiny_args, train_toy
 from checkpoints import checkpoint_path, load_checkpoint
-from train import evaluation_generator, score_set
+from scoring import evaluation_generator, score_set
 from configurator import resolve_config
 
 BF16_TOLERANCE = 0.05  # relative difference of bf16-autocast scores from fp32 ones, at most

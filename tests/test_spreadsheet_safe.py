@@ -13,7 +13,7 @@ from harness.tables import rebuild_results
 from prepare_visa import write_defects
 from spreadsheet import csv_cell_text, spreadsheet_safe
 from test_results_records import finished_row
-from utils import write_csv
+from files import write_csv
 
 # what Excel and LibreOffice execute: each starts with = + - @, a tab or a carriage return
 HOSTILE = ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "-2+3+cmd|' /C calc'!A0",

@@ -1,4 +1,4 @@
-"""What the data path moves to the device: every uint8 image crosses through data.to_device,
+"""What the data path moves to the device: every uint8 image crosses through batches.to_device,
 each distinct image at most once per training step or scoring batch. Counted on the CPU, where
 the same code runs with the device being the CPU."""
 import math
@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-import data
+import batches
 import localization
-from data import make_batch
+from batches import make_batch
+from data import ImageSet
 from model import Speed, anomaly_score, load_alexnet_features, nll_loss
-from train import (NonFiniteLossError, TrainStep, build_model, finite_mean, images_for,
-                   make_optimizer, score_images, train_one_epoch)
+from scoring import score_images
+from train import (NonFiniteLossError, TrainStep, build_model, checked_epoch_loss, images_for,
+                   make_optimizer, train_one_epoch)
 
 CPU = torch.device("cpu")
 ARCH = dict(n_scales=1, n_coupling_blocks=2, fc_internal=32, dropout=0.0, clamp_alpha=3.0)
@@ -31,14 +33,14 @@ def random_images(n, size=64, seed=0):
 
 @pytest.fixture
 def moved(monkeypatch):
-    """Number of images in each call of data.to_device (and of its import in localization)."""
+    """Number of images in each call of batches.to_device (and of its import in localization)."""
     counts = []
-    real = data.to_device
+    real = batches.to_device
 
     def counting(images_uint8, device):
         counts.append(len(images_uint8))
         return real(images_uint8, device)
-    monkeypatch.setattr(data, "to_device", counting)
+    monkeypatch.setattr(batches, "to_device", counting)
     monkeypatch.setattr(localization, "to_device", counting)
     return counts
 
@@ -117,14 +119,14 @@ def test_training_equals_the_plain_batching_bit_for_bit():
 
 
 def test_a_non_finite_loss_is_found_when_the_epoch_is_read():
-    assert finite_mean([1.0, 2.0]) == 1.5
+    assert checked_epoch_loss([1.0, 2.0]) == 1.5
     with pytest.raises(NonFiniteLossError, match="training loss is nan at step 2 of 3"):
-        finite_mean([1.0, math.nan, 2.0])
+        checked_epoch_loss([1.0, math.nan, 2.0])
 
 
 def test_cache_stays_in_host_memory_on_the_cpu():
     images = random_images(3)
-    assert images_for(data.ImageSet(images, np.zeros(3), [""] * 3, [None] * 3),
+    assert images_for(ImageSet(images, np.zeros(3), [""] * 3, [None] * 3),
                       {"cache_device": "auto"}, CPU) is images
 
 
@@ -132,8 +134,8 @@ def test_auto_puts_the_cache_on_a_gpu_only_within_the_budget(monkeypatch):
     free = 8 * 2 ** 30
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
     gpu = torch.device("cuda")
-    assert data.cache_on_device("auto", gpu, int(free * data.DEVICE_CACHE_SHARE))
-    assert not data.cache_on_device("auto", gpu, int(free * data.DEVICE_CACHE_SHARE) + 1)
-    assert not data.cache_on_device("cpu", gpu, 1)
-    assert data.cache_on_device("device", gpu, 10 * free)
-    assert not data.cache_on_device("auto", CPU, 1)
+    assert batches.cache_on_device("auto", gpu, int(free * batches.DEVICE_CACHE_SHARE))
+    assert not batches.cache_on_device("auto", gpu, int(free * batches.DEVICE_CACHE_SHARE) + 1)
+    assert not batches.cache_on_device("cpu", gpu, 1)
+    assert batches.cache_on_device("device", gpu, 10 * free)
+    assert not batches.cache_on_device("auto", CPU, 1)

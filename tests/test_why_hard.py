@@ -92,7 +92,7 @@ def test_a_bad_transforms_curve_is_refused_with_its_name(tmp_path, counts):
 
 def hand_scores(model, images, n):
     """Each image scored at each of its n angles alone, then averaged here."""
-    from train import score_images
+    from scoring import score_images
     angles = [i * 360.0 / n for i in range(n)]
     per_angle = [score_images(model, images, torch.tensor([[a]] * len(images)), "cpu")
                  for a in angles]
@@ -104,7 +104,8 @@ def hand_scores(model, images, n):
 def test_two_class_toy_run_shows_groups_sizes_and_curve(tmp_path, toy_class):
     import evaluate
     from checkpoints import checkpoint_path, load_checkpoint
-    from data import build_image_set, find_class_files
+    from data import build_image_set
+    from layout import find_class_files
     from prepare.demo import write_demo_class
     toy_class.rename(tmp_path / "data" / "pcb1")
     write_demo_class(tmp_path / "data" / "candle", 1, size=64, n_train=16, n_test_good=6,
