@@ -20,6 +20,8 @@ def ckpt_of(tmp_path, folder="ckpt", seed=0):
 
 @pytest.mark.slow
 def test_a_run_writes_each_epoch_once_and_reads_nothing_back(tmp_path, toy_class, monkeypatch):
+    # The counts are the behaviour here: at the paper's size each write or read of a checkpoint
+    # moves 0.7-2 GB, and on a CPU run nothing else shows an extra one.
     saved, loaded = [], []
     real_save, real_load = checkpoints.torch.save, checkpoints.torch.load
     monkeypatch.setattr(checkpoints.torch, "save",
@@ -30,10 +32,12 @@ def test_a_run_writes_each_epoch_once_and_reads_nothing_back(tmp_path, toy_class
     assert saved == [1, 2, 3] and loaded == []  # the last one carries the metrics already
     state = load_checkpoint(ckpt_of(tmp_path))
     assert state["epoch"] == 3 and {"pixel_auroc", "aupro", "f1_max"} <= set(state["metrics"])
-    saved.clear()
+    before = os.stat(ckpt_of(tmp_path))
     loaded.clear()
     main.train_all(tiny_args(tmp_path, meta_epochs=3, resume=True))  # read back: nothing to rewrite
-    assert saved == [] and len(loaded) == 2  # the check up front (mmap) and the resume
+    after = os.stat(ckpt_of(tmp_path))
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert len(loaded) == 2  # the check up front (memory-mapped) and the resume
 
 
 @pytest.mark.slow

@@ -52,6 +52,8 @@ def test_the_digest_is_the_sha256_of_each_file(files):
 
 
 def test_each_file_is_hashed_once_per_process(files, monkeypatch):
+    # The count is the behaviour: hashing VisA's 10,821 files takes a minute, and a second
+    # seed or check that read them again would change nothing else a test can see.
     calls = []
     real = hashlib.file_digest
     monkeypatch.setattr(fingerprint, "_content_hashes", {})

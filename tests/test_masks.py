@@ -85,4 +85,11 @@ def test_empty_and_transparent_masks_in_a_run(tmp_path, toy_class):
     with pytest.warns(UserWarning, match="1 anomalous test image.* of 'toy'"):
         rows = main.train_all(tiny_args(tmp_path, meta_epochs=1, n_misses=0))
     assert rows[0]["masks_missing"] == 1 and rows[0]["pixel_images"] == 11
-    assert 0.0 <= rows[0]["pixel_auroc"] <= 1.0
+    Image.fromarray(grey).save(transparent)  # the same mask in grey: the same pixel metrics
+    with pytest.warns(UserWarning, match="1 anomalous test image.* of 'toy'"):
+        grey_rows = main.train_all(tiny_args(tmp_path, meta_epochs=1, n_misses=0,
+                                             checkpoint_dir=str(tmp_path / "grey_ckpt"),
+                                             results_dir=str(tmp_path / "grey_results")))
+    assert (rows[0]["pixel_auroc"], rows[0]["aupro"]) == \
+        (grey_rows[0]["pixel_auroc"], grey_rows[0]["aupro"])
+    assert rows[0]["pixel_auroc"] > 0.6  # the planted defects are found (a constant map: 0.5)

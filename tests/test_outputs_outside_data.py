@@ -4,6 +4,7 @@ import pytest
 import main
 from configurator import check_outputs_outside_data, resolve_config
 from conftest import tiny_args
+from layout import list_class
 
 
 @pytest.mark.parametrize("setting, where", [
@@ -33,4 +34,10 @@ def test_dataset_path_itself_is_refused_as_an_output(tmp_path, toy_class, capsys
 def test_an_output_folder_beside_the_classes_is_fine(tmp_path, toy_class):
     cfg = resolve_config(tiny_args(tmp_path, results_dir=str(tmp_path / "data" / "results"),
                                    cache_mmap=str(tmp_path / "data" / "cache")))
-    check_outputs_outside_data(cfg)
+    listed = list_class(cfg["dataset_path"], "toy")
+    before = listed.train + listed.test + listed.masks
+    assert check_outputs_outside_data(cfg) is None  # accepted
+    (tmp_path / "data" / "results" / "toy" / "seed0").mkdir(parents=True)
+    (tmp_path / "data" / "results" / "toy" / "seed0" / "auroc.png").write_bytes(b"png")
+    listed = list_class(cfg["dataset_path"], "toy")
+    assert listed.train + listed.test + listed.masks == before  # not the class's data

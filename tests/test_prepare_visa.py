@@ -233,10 +233,13 @@ def test_expected_failures_are_one_error_line(raw, tmp_path, capsys, case, messa
     assert re.search(message, err), err
 
 
-def test_unwritable_out_is_found_before_any_work(raw, tmp_path):
+def test_unwritable_out_is_found_before_any_work(raw, tmp_path, capsys):
     (tmp_path / "a_file").write_text("x")
+    before = mtimes(tmp_path)
     with pytest.raises(PrepareError, match="--out"):
         prepare(raw, tmp_path / "a_file" / "prepared")
+    assert capsys.readouterr().out == ""  # no class prepared (each prints its counts)
+    assert mtimes(tmp_path) == before  # nothing written, nothing touched
 
 
 def test_a_folder_without_the_class_folders_is_named_and_nothing_is_created(tmp_path):

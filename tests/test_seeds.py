@@ -1,12 +1,13 @@
 """Several seeds: one run per (class, seed), per-seed outputs, mean ± std, resume, torchrun."""
 import csv
 import os
+import re
 
 import numpy as np
 import pytest
+import torch
 
 import main
-import train
 from checkpoints import checkpoint_path, load_checkpoint
 from conftest import ROOT, tiny_args
 
@@ -18,10 +19,24 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+def file_state(path):
+    """A file's inode, modification time and bytes: equal only if nothing rewrote it."""
+    stat = os.stat(path)
+    with open(path, "rb") as f:
+        return stat.st_ino, stat.st_mtime_ns, f.read()
+
+
+def epochs_trained(printed, tag):
+    """The meta epochs a run printed as trained in this command."""
+    return [int(m) for m in re.findall(rf"^\[{re.escape(tag)}\] epoch (\d+)/", printed, re.M)]
+
+
 @pytest.mark.slow
-def test_two_seeds_give_two_checkpoints_and_mean_std_of_the_seed_rows(tmp_path, toy_class):
+def test_two_seeds_give_two_checkpoints_and_a_lost_one_is_retrained_alone(tmp_path, toy_class,
+                                                                         capsys):
     main.train_all(tiny_args(tmp_path, seeds=[0, 1]))
-    states = [load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", s)) for s in (0, 1)]
+    paths = [checkpoint_path(tmp_path / "ckpt", "toy", s) for s in (0, 1)]
+    states = [load_checkpoint(path) for path in paths]
     assert [s["config"]["seed"] for s in states] == [0, 1]
     assert states[0]["test_scores"].tolist() != states[1]["test_scores"].tolist()
     for s in (0, 1):
@@ -39,47 +54,39 @@ def test_two_seeds_give_two_checkpoints_and_mean_std_of_the_seed_rows(tmp_path, 
         assert float(table[0][f"{key}_std"]) == pytest.approx(std, rel=1e-12)
         assert f"{mean:.4f} ± {std:.4f}" in md
 
-
-def seeds_trained(monkeypatch):
-    """The seed of every meta epoch trained from now on (a list that fills as runs train)."""
-    trained, real = [], train.train_meta_epoch
-
-    def counting(model, optimizer, generator, images, cfg, *args):
-        trained.append(cfg["seed"])
-        return real(model, optimizer, generator, images, cfg, *args)
-    monkeypatch.setattr(train, "train_meta_epoch", counting)
-    return trained
-
-
-@pytest.mark.slow
-def test_resume_of_one_pair_does_not_retrain_the_others(tmp_path, toy_class, monkeypatch):
-    main.train_all(tiny_args(tmp_path, seeds=[0, 1]))
-    os.remove(checkpoint_path(tmp_path / "ckpt", "toy", 1))  # as if seed 1 was lost
-    trained = seeds_trained(monkeypatch)
+    kept = file_state(paths[0])
+    os.remove(paths[1])  # as if seed 1 was lost
+    capsys.readouterr()
     rows = main.train_all(tiny_args(tmp_path, seeds=[0, 1], resume=True))
-    assert trained == [1, 1]  # seed 0 was read back, seed 1 trained for its 2 meta epochs
+    printed = capsys.readouterr().out
     assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert file_state(paths[0]) == kept and epochs_trained(printed, "toy seed 0") == []
+    assert epochs_trained(printed, "toy seed 1") == [1, 2]  # trained again, to the same result
+    assert torch.equal(load_checkpoint(paths[1])["test_scores"], states[1]["test_scores"])
 
 
 @pytest.mark.slow
-def test_one_seed_lives_in_its_seed_folder_and_its_table_has_no_std(tmp_path, toy_class):
+def test_one_seed_lives_in_its_seed_folder_and_a_run_continues_only_its_own_seed(
+        tmp_path, toy_class, capsys):
     main.train_all(tiny_args(tmp_path, seeds=[3]))
-    assert load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 3))["config"]["seed"] == 3
+    seed3 = checkpoint_path(tmp_path / "ckpt", "toy", 3)
+    assert load_checkpoint(seed3)["config"]["seed"] == 3
     header = read_csv(tmp_path / "results" / "results.csv")[0].keys()
     assert "auroc_last_std" not in header and "seeds_ok" not in header
     assert (tmp_path / "results" / "toy" / "seed3" / "auroc.png").is_file()
-
-
-@pytest.mark.slow
-def test_a_run_continues_only_its_own_seed_wherever_the_command_names_it(tmp_path, toy_class,
-                                                                        monkeypatch):
-    main.train_all(tiny_args(tmp_path))  # seeds = [0]
-    trained = seeds_trained(monkeypatch)
+    kept = file_state(seed3)
+    capsys.readouterr()
     rows = main.train_all(tiny_args(tmp_path, seeds=[1], resume=True))
-    assert trained == [1, 1] and rows[0]["seed"] == 1  # seed 1 trained, not read from seed 0
-    trained.clear()
-    rows = main.train_all(tiny_args(tmp_path, seeds=[0, 1], resume=True))
-    assert trained == [] and [r["status"] for r in rows] == ["ok", "ok"]  # both read back
+    assert epochs_trained(capsys.readouterr().out, "toy") == [1, 2]  # not read from seed 3
+    assert rows[0]["seed"] == 1 and load_checkpoint(checkpoint_path(tmp_path / "ckpt", "toy", 1))[
+        "config"]["seed"] == 1
+    seed1 = file_state(checkpoint_path(tmp_path / "ckpt", "toy", 1))
+    rows = main.train_all(tiny_args(tmp_path, seeds=[3, 1], resume=True))
+    printed = capsys.readouterr().out
+    assert [r["status"] for r in rows] == ["ok", "ok"]  # both read back, neither rewritten
+    assert epochs_trained(printed, "toy seed 3") == epochs_trained(printed, "toy seed 1") == []
+    assert file_state(seed3) == kept and file_state(checkpoint_path(tmp_path / "ckpt", "toy", 1)) \
+        == seed1
 
 
 @pytest.mark.slow
