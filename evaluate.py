@@ -192,10 +192,15 @@ def verdict_rows(paths, scores, threshold):
     return rows
 
 
+def map_of(model, cfg, path, device):
+    """An image's gradient map, from the rotations its score averages (n_transforms_test)."""
+    return gradient_map(model, load_resized(path, cfg["img_size"]), cfg["n_transforms_test"],
+                        device)
+
+
 def write_maps(model, cfg, paths, scores, threshold, args, device):
     for path, score in zip(paths, scores):
-        heat = gradient_map(model, load_resized(path, cfg["img_size"]), cfg["n_transforms_test"],
-                            device)
+        heat = map_of(model, cfg, path, device)
         save_map_figure(Path(args.out) / "maps" / map_name(path, args.target), path, heat,
                         None, score, threshold, setting="--out")
 

@@ -20,6 +20,7 @@ def test_defaults_reproduce_the_spec():
                 pretrained=True, n_feat=768)
     assert {k: cfg[k] for k in spec} == spec
     assert len(cfg["class_names"]) == 12
+    assert cfg["threshold_percentile"] == 99.0  # this repository's verdicts (docs/method.md)
 
 
 def test_overrides_and_preset(tmp_path):

@@ -52,10 +52,13 @@ def test_random_rotation_transform_is_what_we_match():
 def test_make_batch_normalises_with_imagenet_statistics():
     img = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
     x = make_batch(img, None, torch.device("cpu"))
-    expected = [(1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
+    # torchvision's ImageNet statistics, written out: the module's constants are under test
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    assert (IMAGENET_MEAN, IMAGENET_STD) == (mean, std)
+    expected = [(1 - m) / s for m, s in zip(mean, std)]
     assert torch.allclose(x[0, :, 0, 0], torch.tensor(expected))
     black = make_batch(img, torch.tensor([45.0]), torch.device("cpu"))
-    assert torch.allclose(black[0, :, 0, 0], torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]))
+    assert torch.allclose(black[0, :, 0, 0], torch.tensor([-m / s for m, s in zip(mean, std)]))
 
 
 def test_test_angles_fixed_and_seeded_random():

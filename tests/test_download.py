@@ -72,6 +72,15 @@ def test_wrong_size_is_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_download_of_another_size_is_refused_without_a_hash(tmp_path):
+    with Loopback({"/a.tar": DATA}) as server:
+        with pytest.raises(PrepareError, match=f"does not match: SHA-256 {SHA}, {len(DATA)} "
+                                               f"bytes; expected SHA-256 \\(any\\), "
+                                               f"{len(DATA) + 1} bytes"):
+            fetch(server.url("/a.tar"), tmp_path / "a.tar", None, size=len(DATA) + 1)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_offline_is_one_line_naming_the_url_and_the_archive_way(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "RETRIES", 2)
     url = refused_url("/VisA_20220922.tar")

@@ -5,8 +5,11 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 import evaluate
+from data import load_resized
+from localization import gradient_map
 
 
 def scores_of(run, target, out, *extra):
@@ -101,3 +104,10 @@ def test_evaluate_scores_a_folder_applies_threshold_and_reports_bad_files(finish
     assert evaluate.main([ckpt, str(folder), "--out", str(out), "--threshold=1e9"]) == 0
     with open(out / "scores.csv") as f:
         assert all(r["verdict"] == "normal" for r in csv.DictReader(f))
+
+
+def test_a_map_comes_from_the_rotations_of_the_score(finished_run):
+    image = sorted((finished_run.class_dir / "test" / "anomaly").iterdir())[0]
+    expected = gradient_map(finished_run.model, load_resized(image, 64), 4, torch.device("cpu"))
+    heat = evaluate.map_of(finished_run.model, finished_run.cfg, image, torch.device("cpu"))
+    assert finished_run.cfg["n_transforms_test"] == 4 and torch.equal(heat, expected)

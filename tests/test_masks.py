@@ -19,6 +19,13 @@ def warnings_of(call):
     return result, [str(w.message) for w in caught]
 
 
+def test_every_non_zero_mask_value_is_a_defect_pixel(tmp_path):
+    values = np.zeros((4, 4), np.uint8)
+    values[0, :] = [1, 2, 7, 255]  # VisA's class ids 1..K and the usual 255
+    Image.fromarray(values).save(tmp_path / "mask.png")
+    assert np.array_equal(mask_at(str(tmp_path / "mask.png"), 4), values > 0)
+
+
 def test_transparent_masks_read_like_grey_ones(tmp_path):
     truth = np.zeros((16, 16), bool)
     truth[3:9, 5:12] = True

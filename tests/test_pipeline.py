@@ -38,6 +38,7 @@ def test_the_table_holds_the_metrics_of_the_stored_scores(finished_run):
     row = finished_run.rows[0]
     assert row["auroc_last"] == image["auroc"] == state["auroc_history"][-1]
     assert row["auroc_max"] == max(state["auroc_history"])
+    assert row["epoch_max"] == int(np.argmax(state["auroc_history"])) + 1  # counted from 1
     assert (row["aupr"], row["f1_max"]) == (image["aupr"], image["f1_max"])
     heat = [gradient_map(finished_run.model, img, finished_run.cfg["n_transforms_test"], CPU)
             for img in test_set.images]
