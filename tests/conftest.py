@@ -31,7 +31,7 @@ def tiny_args(tmp_path, **extra):
 
 
 def write_toy_class(class_dir):
-    """The small synthetic class of the tests (the demo generator at 64 px), same bytes each time."""
+    """The synthetic class of the tests (the demo generator at 64 px), the same bytes each time."""
     from prepare.demo import write_demo_class
     write_demo_class(class_dir, seed=0, size=64, n_train=16, n_test_good=6, n_test_bad=6)
     return class_dir
@@ -147,7 +147,7 @@ def finished_run(tmp_path_factory):
     assert tree_digest(root) == before, f"a test changed the shared finished run in '{root}'"
 
 
-TRAINING_FIXTURES = {"finished_run", "uninterrupted_run"}  # a test that takes one of these needs a trained model
+TRAINING_FIXTURES = {"finished_run", "uninterrupted_run"}  # they train, once per session
 
 
 def pytest_collection_modifyitems(items):

@@ -41,7 +41,8 @@ def test_a_score_does_not_depend_on_the_other_files(finished_run, tmp_path):
 
 
 def test_stored_threshold_uses_the_rotations_new_images_are_scored_with(finished_run, tmp_path):
-    train_scores = scores_of(finished_run, finished_run.class_dir / "train" / "good", tmp_path / "e")
+    train_scores = scores_of(finished_run, finished_run.class_dir / "train" / "good",
+                             tmp_path / "e")
     state = finished_run.state
     expected = np.percentile(list(train_scores.values()), state["config"]["threshold_percentile"])
     assert state["threshold"] == pytest.approx(expected, rel=1e-6)
