@@ -49,7 +49,7 @@ def test_the_fast_options_run_end_to_end(tmp_path, toy_class, device):
     row, state = trained_state(tmp_path, device, device=device, amp_bf16=True, tf32=True,
                                cache_device="cpu", grad_map_viz=True)
     assert state["config"]["amp_bf16"] and state["config"]["tf32"]
-    assert row["pixel_images"] == 12 and 0.0 <= row["pixel_auroc"] <= 1.0
+    assert row["pixel_images"] == 12 and row["pixel_auroc"] > 0.6  # a constant map: 0.5
     assert not torch.backends.cuda.matmul.allow_tf32  # the run left the global switch alone
 
 
