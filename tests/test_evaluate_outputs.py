@@ -1,13 +1,11 @@
 """evaluate.py into an --out used before: the previous target's metrics.csv and maps go (only
 files it wrote), and a checkpoint folder given for the checkpoint is named as a folder."""
+import shutil
+
 import pytest
 
 import evaluate
 import evaluate_outputs
-import main
-from checkpoints import checkpoint_path
-from conftest import tiny_args
-from prepare.demo import write_demo_class
 
 
 def test_earlier_outputs_of_ours_are_removed_and_the_users_files_stay(tmp_path):
@@ -44,14 +42,14 @@ def test_a_checkpoint_folder_is_named_as_a_folder_with_its_checkpoint(tmp_path, 
     assert not (tmp_path / "e").exists()
 
 
-@pytest.mark.slow
-def test_a_second_evaluation_into_the_same_out_leaves_nothing_of_the_first(tmp_path):
-    write_demo_class(tmp_path / "data" / "toy", 0, size=64, n_train=16, n_test_good=3,
-                     n_test_bad=3)
-    main.train_all(tiny_args(tmp_path, meta_epochs=1, make_demo_data=False, pixel_auroc=False,
-                             n_misses=0))
-    ckpt = str(checkpoint_path(tmp_path / "ckpt", "toy", 0))
-    out, test = tmp_path / "out", tmp_path / "data" / "toy" / "test"
+def test_a_second_evaluation_into_the_same_out_leaves_nothing_of_the_first(tmp_path,
+                                                                           finished_run):
+    ckpt, out = str(finished_run.checkpoint), tmp_path / "out"
+    test = tmp_path / "test"
+    for kind in ("good", "anomaly"):  # three images of each kind are enough
+        (test / kind).mkdir(parents=True)
+        for image in sorted((finished_run.class_dir / "test" / kind).iterdir())[:3]:
+            shutil.copy(image, test / kind / image.name)
     assert evaluate.main([ckpt, str(test), "--out", str(out), "--maps=True"]) == 0
     assert (out / "metrics.csv").is_file() and len(list((out / "maps").rglob("*.png"))) == 6
     (out / "notes.txt").write_text("mine")
