@@ -1,5 +1,7 @@
-"""Helpers that only tests need: one-shot pixel metrics over whole lists, and another live
-process holding a run lock."""
+"""Helpers that only tests need: one-shot pixel metrics over whole lists, CSV rows, a few test
+images copied from a class, and another live process holding a run lock."""
+import csv
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -24,6 +26,24 @@ def aupro(maps, masks, fpr_limit=0.3):
 
 def pixel_auroc(maps, masks):
     return pixel_metrics(maps, masks)["pixel_auroc"]
+
+
+# ---------------------------------------------------------------- files
+
+
+def read_csv(path):
+    """A CSV file's rows as dicts."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def some_test_images(class_dir, folder, per_kind=2):
+    """A copy of the first per_kind good and anomalous test images of a class, in folder."""
+    for kind in ("good", "anomaly"):
+        (folder / kind).mkdir(parents=True)
+        for image in sorted((class_dir / "test" / kind).iterdir())[:per_kind]:
+            shutil.copy(image, folder / kind / image.name)
+    return folder
 
 
 # ---------------------------------------------------------------- another run's lock

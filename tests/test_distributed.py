@@ -1,6 +1,5 @@
 """torchrun: each rank trains its share of the (class, seed) runs, all ranks check all runs
 before any training and stop together, and rank 0 writes the merged table."""
-import csv
 import os
 import subprocess
 import sys
@@ -10,14 +9,9 @@ import pytest
 from checkpoints import checkpoint_path, load_checkpoint
 from conftest import ROOT, tiny_args
 from harness.locks import LOCK_NAME
-from helpers import lock_held_by_another_process
+from helpers import lock_held_by_another_process, read_csv
 from main import shard
 from prepare.demo import write_demo_class
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def test_shard_gives_every_nth_run():

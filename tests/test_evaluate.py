@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import evaluate
+from helpers import some_test_images
 from data import load_resized
 from localization import gradient_map
 
@@ -16,15 +17,6 @@ def scores_of(run, target, out, *extra):
     assert evaluate.main([str(run.checkpoint), str(target), "--out", str(out), *extra]) == 0
     with open(out / "scores.csv") as f:
         return {row["image"]: float(row["score"]) for row in csv.DictReader(f)}
-
-
-def some_test_images(run, folder, per_kind=2):
-    """A copy of the first few good and anomalous test images of the run's class."""
-    for kind in ("good", "anomaly"):
-        (folder / kind).mkdir(parents=True)
-        for image in sorted((run.class_dir / "test" / kind).iterdir())[:per_kind]:
-            shutil.copy(image, folder / kind / image.name)
-    return folder
 
 
 def test_a_score_does_not_depend_on_the_other_files(finished_run, tmp_path):
@@ -62,7 +54,7 @@ def test_every_image_keeps_its_own_map(finished_run, tmp_path):
 
 @pytest.mark.parametrize("inside", ["eval", "."])
 def test_a_rerun_never_scores_its_own_outputs(finished_run, tmp_path, inside):
-    folder = some_test_images(finished_run, tmp_path / "images")
+    folder = some_test_images(finished_run.class_dir, tmp_path / "images")
     out = folder / inside
     first = scores_of(finished_run, folder, out, "--maps=True")
     second = scores_of(finished_run, folder, out, "--maps=True")
@@ -71,7 +63,7 @@ def test_a_rerun_never_scores_its_own_outputs(finished_run, tmp_path, inside):
 
 
 def test_the_maps_of_an_earlier_run_elsewhere_in_the_folder_are_not_scored(finished_run, tmp_path):
-    folder = some_test_images(finished_run, tmp_path / "images")
+    folder = some_test_images(finished_run.class_dir, tmp_path / "images")
     first = scores_of(finished_run, folder, folder / "eval1", "--maps=True")
     scores_csv = folder / "eval1" / "scores.csv"  # as a spreadsheet saves it again
     scores_csv.write_bytes(b"\xef\xbb\xbf" + scores_csv.read_bytes().replace(b"\r\n", b"\n")

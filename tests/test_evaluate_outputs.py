@@ -1,11 +1,10 @@
 """evaluate.py into an --out used before: the previous target's metrics.csv and maps go (only
 files it wrote), and a checkpoint folder given for the checkpoint is named as a folder."""
-import shutil
-
 import pytest
 
 import evaluate
 import evaluate_outputs
+from helpers import some_test_images
 
 
 def test_earlier_outputs_of_ours_are_removed_and_the_users_files_stay(tmp_path):
@@ -45,11 +44,7 @@ def test_a_checkpoint_folder_is_named_as_a_folder_with_its_checkpoint(tmp_path, 
 def test_a_second_evaluation_into_the_same_out_leaves_nothing_of_the_first(tmp_path,
                                                                            finished_run):
     ckpt, out = str(finished_run.checkpoint), tmp_path / "out"
-    test = tmp_path / "test"
-    for kind in ("good", "anomaly"):  # three images of each kind are enough
-        (test / kind).mkdir(parents=True)
-        for image in sorted((finished_run.class_dir / "test" / kind).iterdir())[:3]:
-            shutil.copy(image, test / kind / image.name)
+    test = some_test_images(finished_run.class_dir, tmp_path / "test", per_kind=3)
     assert evaluate.main([ckpt, str(test), "--out", str(out), "--maps=True"]) == 0
     assert (out / "metrics.csv").is_file() and len(list((out / "maps").rglob("*.png"))) == 6
     (out / "notes.txt").write_text("mine")

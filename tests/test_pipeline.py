@@ -1,12 +1,10 @@
 """End to end: what `python main.py` leaves behind (the session's finished toy run), each number
 of its table recomputed from its checkpoint, and the checkpoint scoring the same in a fresh
 model. Resume and determinism: test_resume.py."""
-import csv
-
 import numpy as np
 import torch
 
-from checkpoints import load_checkpoint
+from helpers import read_csv
 from localization import gradient_map
 from localization import pixel_report
 from metrics import image_metrics
@@ -15,11 +13,6 @@ from train import build_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CPU = torch.device("cpu")
-
-
-def read_table(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_the_run_prints_each_epoch_and_writes_its_figures(finished_run):
@@ -45,14 +38,14 @@ def test_the_table_holds_the_metrics_of_the_stored_scores(finished_run):
     pixel = pixel_report(heat.__getitem__, test_set, finished_run.cfg)
     assert (row["pixel_auroc"], row["aupro"]) == (pixel["pixel_auroc"], pixel["aupro"])
     assert (row["train_images"], row["test_normal"], row["test_anomalous"]) == (24, 6, 12)
-    table = read_table(finished_run.root / "results" / "results.csv")
+    table = read_csv(finished_run.root / "results" / "results.csv")
     assert [r["class"] for r in table] == ["toy", "mean"] and table[0]["status"] == "ok"
     for key in ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro"):
         assert float(table[0][key]) == float(table[1][key]) == row[key]  # one class: its own mean
 
 
 def test_the_misses_are_the_lowest_anomalous_and_highest_normal_scores(finished_run):
-    rows = read_table(finished_run.results / "misses" / "misses.csv")
+    rows = read_csv(finished_run.results / "misses" / "misses.csv")
     n = finished_run.cfg["n_misses"]
     scores, labels = finished_run.state["test_scores"].numpy(), finished_run.test_set.labels
     lowest = np.sort(scores[labels == 1])[:n]
@@ -71,7 +64,7 @@ def test_the_finished_checkpoint(finished_run):
 
 
 def test_checkpoint_in_a_fresh_model_gives_identical_scores(finished_run):
-    state = load_checkpoint(finished_run.checkpoint)
+    state = finished_run.state
     from torchvision.models import alexnet
     model = build_model(finished_run.cfg, alexnet(weights=None).features)  # other random weights
     model.flow.load_state_dict(state["flow"])

@@ -17,7 +17,7 @@ from data import build_image_set
 from layout import find_class_files
 from prepare.demo import DEFECTS
 from localization import gradient_map
-from helpers import pixel_metrics
+from helpers import pixel_metrics, read_csv
 from metrics import image_metrics
 from scoring import evaluation_generator, score_set
 from train import Trained
@@ -26,46 +26,34 @@ PNG = b"\x89PNG\r\n\x1a\n"
 CPU = torch.device("cpu")
 
 
-@pytest.fixture
-def trained(finished_run):
-    """The session's finished toy run, as the reports see it."""
-    return dict(tmp=finished_run.root, cfg=finished_run.cfg, model=finished_run.model,
-                threshold=finished_run.state["threshold"])
-
-
-def copy_class(trained, tmp_path, name="toy"):
+def copy_class(finished_run, tmp_path, name="toy"):
     """A fresh copy of the trained class's data, to be edited by the test."""
-    shutil.copytree(trained["tmp"] / "data" / "toy", tmp_path / "data" / name)
+    shutil.copytree(finished_run.root / "data" / "toy", tmp_path / "data" / name)
     return tmp_path / "data" / name
 
 
-def report(trained, tmp_path, name="toy", **extra):
+def report(finished_run, tmp_path, name="toy", **extra):
     """class_reports on the class under tmp_path/data/name with the trained model."""
-    cfg = dict(trained["cfg"], dataset_path=str(tmp_path / "data"),
+    cfg = dict(finished_run.cfg, dataset_path=str(tmp_path / "data"),
                **{"grad_map_viz": False, **extra})  # the shared run's maps: only when asked
     _, (paths, labels, masks) = find_class_files(cfg["dataset_path"], name)
     test_set = build_image_set(paths, labels, masks, cfg["img_size"])
-    scores = score_set(trained["model"], test_set.images, cfg, CPU, evaluation_generator(0, 0))
-    state = {"test_scores": torch.from_numpy(scores), "threshold": trained["threshold"],
+    scores = score_set(finished_run.model, test_set.images, cfg, CPU, evaluation_generator(0, 0))
+    state = {"test_scores": torch.from_numpy(scores), "threshold": finished_run.state["threshold"],
              "auroc_history": [0.5, float(image_metrics(labels, scores)["auroc"])],
              "class_name": name, "loss_history": [1.0, 0.5]}
     out = tmp_path / "results" / name
-    run = Trained(trained["model"], None, None, state, None, test_set, False)
+    run = Trained(finished_run.model, None, None, state, None, test_set, False)
     metrics = reports.class_reports(run, cfg, CPU, out)
     return metrics, state, test_set, scores, out
 
 
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def test_per_defect_table_from_defects_csv(trained, tmp_path):
-    class_dir = copy_class(trained, tmp_path)
+def test_per_defect_table_from_defects_csv(finished_run, tmp_path):
+    class_dir = copy_class(finished_run, tmp_path)
     labelled = {f"{i:03d}": DEFECTS[i % 3] for i in range(1, 12)}  # 000 unlisted: folder name
     with open(class_dir / "defects.csv", "w", newline="") as f:
         csv.writer(f).writerows([["image", "defect"]] + [[k, v] for k, v in labelled.items()])
-    metrics, state, test_set, scores, out = report(trained, tmp_path, pixel_auroc=False)
+    metrics, state, test_set, scores, out = report(finished_run, tmp_path, pixel_auroc=False)
     rows = {r["defect"]: r for r in read_csv(out / "per_defect.csv")}
     assert sorted(rows) == ["anomaly", "hole", "scratch", "stain"]
     assert [int(rows[d]["images"]) for d in ("anomaly", "hole", "scratch", "stain")] == [1, 4, 3, 4]
@@ -74,7 +62,7 @@ def test_per_defect_table_from_defects_csv(trained, tmp_path):
         own = np.array([s for s, p in zip(scores, test_set.paths)
                         if "/anomaly/" in p and labelled.get(p[-7:-4], "anomaly") == defect])
         assert float(row["mean_score"]) == pytest.approx(own.mean())
-        assert int(row["below_threshold"]) == int((own <= trained["threshold"]).sum())
+        assert int(row["below_threshold"]) == int((own <= finished_run.state["threshold"]).sum())
         expected = np.mean([(a > n) + 0.5 * (a == n) for a in own for n in normal])
         assert float(row["auroc"]) == pytest.approx(expected)
     image = image_metrics(test_set.labels, scores)
@@ -85,8 +73,8 @@ def test_per_defect_table_from_defects_csv(trained, tmp_path):
         assert (out / name).read_bytes()[:8] == PNG
 
 
-def test_per_defect_types_from_mvtec_folders(trained, finished_run, tmp_path):
-    src = trained["tmp"] / "data" / "toy"
+def test_per_defect_types_from_mvtec_folders(finished_run, tmp_path):
+    src = finished_run.root / "data" / "toy"
     dst = tmp_path / "data" / "mv"
     shutil.copytree(src / "train", dst / "train")
     shutil.copytree(src / "test" / "good", dst / "test" / "good")
@@ -97,7 +85,7 @@ def test_per_defect_types_from_mvtec_folders(trained, finished_run, tmp_path):
         shutil.copy(src / "test" / "anomaly" / f"{i:03d}.JPG", dst / "test" / defect / f"{i:03d}.JPG")
         shutil.copy(src / "ground_truth" / "anomaly" / f"{i:03d}.png",
                     dst / "ground_truth" / defect / f"{i:03d}_mask.png")
-    metrics, _, _, _, out = report(trained, tmp_path, name="mv")
+    metrics, _, _, _, out = report(finished_run, tmp_path, name="mv")
     rows = read_csv(out / "per_defect.csv")
     assert [(r["defect"], r["images"]) for r in rows] == [("crack", "5"), ("scratch", "7")]
     assert metrics["pixel_images"] == 18 and metrics["masks_missing"] == 0
@@ -106,9 +94,9 @@ def test_per_defect_types_from_mvtec_folders(trained, finished_run, tmp_path):
         (finished_run.rows[0]["pixel_auroc"], finished_run.rows[0]["aupro"]), rel=1e-9)
 
 
-def test_worst_misses_figures_and_table(trained, tmp_path):
-    copy_class(trained, tmp_path)
-    _, _, test_set, scores, out = report(trained, tmp_path, n_misses=3, pixel_auroc=False)
+def test_worst_misses_figures_and_table(finished_run, tmp_path):
+    copy_class(finished_run, tmp_path)
+    _, _, test_set, scores, out = report(finished_run, tmp_path, n_misses=3, pixel_auroc=False)
     figures = sorted(p for p in (out / "misses").iterdir() if p.suffix == ".png")
     assert len(figures) == 6 and all(p.read_bytes()[:8] == PNG for p in figures)
     rows = read_csv(out / "misses" / "misses.csv")
@@ -123,54 +111,54 @@ def test_worst_misses_figures_and_table(trained, tmp_path):
         i = test_set.paths.index(r["image"])
         assert float(r["score"]) == pytest.approx(scores[i])
         assert r["defect"] == ("anomaly" if r["kind"] == "lowest_scored_anomalous" else "good")
-        assert float(r["threshold"]) == pytest.approx(trained["threshold"])
+        assert float(r["threshold"]) == pytest.approx(finished_run.state["threshold"])
         # the lowest-scored anomalous images are not all missed: the column says which are
-        assert r["vs_threshold"] == ("above" if scores[i] > trained["threshold"] else "below")
+        assert r["vs_threshold"] == ("above" if scores[i] > finished_run.state["threshold"] else "below")
         assert (out / "misses" / r["figure"]).read_bytes()[:8] == PNG
 
 
-def test_misses_and_maps_of_an_earlier_run_are_replaced(trained, tmp_path):
-    copy_class(trained, tmp_path)
-    _, _, _, _, out = report(trained, tmp_path, n_misses=3, pixel_auroc=False,
+def test_misses_and_maps_of_an_earlier_run_are_replaced(finished_run, tmp_path):
+    copy_class(finished_run, tmp_path)
+    _, _, _, _, out = report(finished_run, tmp_path, n_misses=3, pixel_auroc=False,
                              grad_map_viz=True)
     assert len(list((out / "maps").glob("*.png"))) == 12
     (out / "misses" / "notes.txt").write_text("mine")  # not ours: stays
-    report(trained, tmp_path, n_misses=1, pixel_auroc=False)
+    report(finished_run, tmp_path, n_misses=1, pixel_auroc=False)
     assert len(list((out / "misses").glob("*.png"))) == 2
     assert len(read_csv(out / "misses" / "misses.csv")) == 2
     assert not (out / "maps").exists()
-    report(trained, tmp_path, n_misses=0, pixel_auroc=False)
+    report(finished_run, tmp_path, n_misses=0, pixel_auroc=False)
     assert sorted(p.name for p in (out / "misses").iterdir()) == ["notes.txt"]
 
 
-def test_defects_csv_with_a_byte_order_mark_keeps_the_breakdown(trained, tmp_path):
-    class_dir = copy_class(trained, tmp_path)
+def test_defects_csv_with_a_byte_order_mark_keeps_the_breakdown(finished_run, tmp_path):
+    class_dir = copy_class(finished_run, tmp_path)
     rows = "image,defect\r\n" + "".join(f"{i:03d},hole\r\n" for i in range(12))
     (class_dir / "defects.csv").write_text(rows, encoding="utf-8-sig")  # as spreadsheets save
-    report(trained, tmp_path, n_misses=0, pixel_auroc=False)
+    report(finished_run, tmp_path, n_misses=0, pixel_auroc=False)
     out = tmp_path / "results" / "toy"
     rows = read_csv(out / "per_defect.csv")
     assert [(r["defect"], r["images"]) for r in rows] == [("hole", "12")]
 
 
-def test_history_and_divergence_come_with_the_reports(trained, tmp_path):
-    copy_class(trained, tmp_path)
-    metrics, _, _, _, out = report(trained, tmp_path, n_misses=0, pixel_auroc=False)
+def test_history_and_divergence_come_with_the_reports(finished_run, tmp_path):
+    copy_class(finished_run, tmp_path)
+    metrics, _, _, _, out = report(finished_run, tmp_path, n_misses=0, pixel_auroc=False)
     assert metrics["divergence"] is None
     assert [r["meta_epoch"] for r in read_csv(out / "history.csv")] == ["1", "2"]
 
 
-def test_anomalous_image_without_mask_is_left_out_of_pixel_metrics(trained, tmp_path):
-    class_dir = copy_class(trained, tmp_path)
+def test_anomalous_image_without_mask_is_left_out_of_pixel_metrics(finished_run, tmp_path):
+    class_dir = copy_class(finished_run, tmp_path)
     os.remove(class_dir / "ground_truth" / "anomaly" / "004.png")
-    metrics, _, test_set, _, _ = report(trained, tmp_path, n_misses=0)
+    metrics, _, test_set, _, _ = report(finished_run, tmp_path, n_misses=0)
     assert metrics["masks_missing"] == 1 and metrics["pixel_images"] == 17
-    size = trained["cfg"]["img_size"]
+    size = finished_run.cfg["img_size"]
     maps, masks = [], []
     for image, label, mask_path in zip(test_set.images, test_set.labels, test_set.mask_paths):
         if label == 1 and mask_path is None:
             continue
-        maps.append(gradient_map(trained["model"], image, trained["cfg"]["n_transforms_test"], CPU))
+        maps.append(gradient_map(finished_run.model, image, finished_run.cfg["n_transforms_test"], CPU))
         masks.append(np.zeros((size, size), bool) if mask_path is None else
                      np.asarray(Image.open(mask_path).resize((size, size), Image.NEAREST)) > 0)
     expected = pixel_metrics([m.numpy() for m in maps], masks)
@@ -179,10 +167,10 @@ def test_anomalous_image_without_mask_is_left_out_of_pixel_metrics(trained, tmp_
     assert metrics["pixel_auroc"] > 0.8  # the planted defects are found
 
 
-def test_pixel_metrics_off_or_without_masks(trained, tmp_path):
-    class_dir = copy_class(trained, tmp_path)
+def test_pixel_metrics_off_or_without_masks(finished_run, tmp_path):
+    class_dir = copy_class(finished_run, tmp_path)
     shutil.rmtree(class_dir / "ground_truth")
-    metrics, _, _, _, out = report(trained, tmp_path, n_misses=1)
+    metrics, _, _, _, out = report(finished_run, tmp_path, n_misses=1)
     assert metrics["pixel_auroc"] is None and metrics["aupro"] is None
     assert metrics["pixel_images"] == 0 and metrics["masks_missing"] == 12
     assert len(list((out / "misses").glob("*.png"))) == 2

@@ -1,7 +1,6 @@
 """The table is the sum of the finished runs: run records written by one command are found by
 the next, runs of other method settings are listed apart, the rebuild is locked, and
 --report_only rebuilds without training."""
-import csv
 import json
 import multiprocessing
 import time
@@ -12,14 +11,10 @@ import pytest
 import main
 from configurator import default_values, resolve_config
 from conftest import tiny_args
+from helpers import read_csv
 from harness.records import (METHOD_KEYS, NOT_METHOD_KEYS, finish_run, read_records,
                              write_history, write_record)
 from harness.tables import add_missing_records, rebuild_results, tables_lock
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def config(tmp_path, **extra):

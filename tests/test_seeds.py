@@ -1,5 +1,4 @@
 """Several seeds: one run per (class, seed), per-seed outputs, mean ± std, resume, torchrun."""
-import csv
 import os
 import re
 
@@ -10,13 +9,9 @@ import torch
 import main
 from checkpoints import checkpoint_path, load_checkpoint
 from conftest import ROOT, tiny_args
+from helpers import read_csv
 
 METRICS = ("auroc_last", "auroc_max", "aupr", "f1_max", "pixel_auroc", "aupro")
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def file_state(path):

@@ -1,7 +1,6 @@
 """Why a class is hard: image AUROC per defect-area bin, group mean rows and the test-time
 rotation curve, each checked against values computed by hand; a two-class toy run shows them
 in results.csv, results.md and index.html, and --report_only makes them for finished runs."""
-import csv
 
 import numpy as np
 import pytest
@@ -12,15 +11,11 @@ from sklearn.metrics import roc_auc_score
 import main
 from configurator import resolve_config
 from conftest import tiny_args
+from helpers import read_csv
 from harness.analysis_report import size_summary
 from harness.groups import group_rows
 from harness.per_size import area_bin, mask_area, per_size_rows
 from harness.results import MEAN_KEYS
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_per_size_rows_match_a_hand_computed_case():
